@@ -1,0 +1,320 @@
+"""``perovdb`` command line: thin over the Python API (perovdb.ingest, perovdb.query, …)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from perovdb.config import get_settings
+from perovdb.db import Database, connect, redact_uri
+from perovdb.errors import PerovdbError
+
+app = typer.Typer(help="perovdb: halide perovskite structures, DFT results, ALIGNN models and predictions.")
+console = Console()
+err_console = Console(stderr=True)
+
+UriOption = Annotated[
+    str | None, typer.Option("--uri", help="Database URI (default: $PEROVDB_URI, else monty://.perovdb).")
+]
+FormatOption = Annotated[str, typer.Option("--format", "-F", help="table, json or csv.")]
+
+DEFAULT_FIELDS = {
+    "structures": ["structure_id", "formula", "reduced_formula", "nsites", "origin", "phase", "space_group_symbol"],
+    "calculations": ["calculation_id", "structure_id", "level_of_theory", "properties", "source.dataset"],
+    "materials": ["material_id", "reduced_formula", "preferred"],
+    "models": ["model_id", "name", "version", "target_property", "active", "metrics"],
+    "predictions": ["prediction_id", "model_id", "structure_id", "property", "value", "stale"],
+    "evaluations": ["evaluation_id", "model_id", "property", "reference_level_of_theory", "subset", "n", "mae"],
+}
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def _open(uri: str | None) -> Database:
+    return connect(uri, settings=get_settings())
+
+
+def _fail(error: Exception, code: int = 3) -> None:
+    err_console.print(f"[red]error:[/red] {error}")
+    raise typer.Exit(code)
+
+
+def _get(doc: dict[str, Any], dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def print_documents(docs: list[dict[str, Any]], fields: list[str], fmt: str, title: str | None = None) -> None:
+    """Print documents as a rich table, JSON lines-free JSON, or CSV."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(docs, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(fields)
+        for doc in docs:
+            writer.writerow([_cell(_get(doc, f)) for f in fields])
+        sys.stdout.write(buffer.getvalue())
+    elif fmt == "table":
+        table = Table(title=title)
+        for field in fields:
+            table.add_column(field)
+        for doc in docs:
+            table.add_row(*(_cell(_get(doc, f)) for f in fields))
+        console.print(table)
+    else:
+        raise typer.BadParameter(f"unknown format {fmt!r}: use table, json or csv")
+
+
+@app.command()
+def init(uri: UriOption = None) -> None:
+    """Create indexes (and JSON Schema validators on a MongoDB server)."""
+    with _open(uri) as db:
+        indexes = db.ensure_indexes()
+        validated = db.install_validators()
+        console.print(f"database {redact_uri(db.uri)} ({db.backend})")
+        for name, fields in indexes.items():
+            console.print(f"  {name}: {len(fields)} indexes" + (", $jsonSchema validator" if name in validated else ""))
+        if db.backend != "mongodb":
+            console.print("  (this backend has no server-side validation; perovdb validates every document itself)")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
+    kind: Annotated[str, typer.Option(help="auto, composition-table, multifidelity, id-prop, structures.")] = "auto",
+    property_name: Annotated[str | None, typer.Option("--property", help="Property of id_prop.csv values.")] = None,
+    level: Annotated[str | None, typer.Option(help="Level of theory (PBE, HSE06, OptB88vdW, …).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data-set name (default: from the path).")] = None,
+    origin: Annotated[str | None, typer.Option(help="relaxed, generated, experimental or unknown.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed placing alloy species in generated cells.")] = None,
+    uri: UriOption = None,
+) -> None:
+    """Ingest structures and results; prints read/new/updated/unchanged/rejected. Exit 1 if any record was rejected."""
+    from perovdb.ingest import count_records
+    from perovdb.ingest import ingest as run_ingest
+    from perovdb.ingest.writer import IngestReport
+
+    total = IngestReport()
+    with _open(uri) as db:
+        for path in paths:
+            try:
+                with _progress() as progress:
+                    task = progress.add_task(path.name, total=count_records(path, kind))  # type: ignore[arg-type]
+                    report = run_ingest(
+                        db,
+                        path,
+                        kind=kind,  # type: ignore[arg-type]
+                        property_name=property_name,
+                        level=level,
+                        dataset=dataset,
+                        origin=origin,  # type: ignore[arg-type]
+                        seed=seed,
+                        on_progress=lambda n, t=task: progress.advance(t, n),
+                    )
+            except PerovdbError as error:
+                _fail(error, code=2)
+            print_report(path.name, report)
+            total.merge(report)
+    if len(paths) > 1:
+        print_report("total", total)
+    if not total.ok:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+
+
+def print_report(name: str, report: Any) -> None:
+    """One summary line per collection and the rejected records."""
+    table = Table(title=f"ingest {name}: {report.read} records read, {report.skipped_unchanged} skipped unchanged")
+    for column in ("collection", "new", "updated", "unchanged"):
+        table.add_column(column)
+    for collection in ("structures", "calculations"):
+        counts = getattr(report, collection)
+        table.add_row(collection, str(counts.new), str(counts.updated), str(counts.unchanged))
+    console.print(table)
+    console.print(f"rejected: {len(report.rejected)}")
+    for error in report.rejected[:50]:
+        console.print(f"  [red]✗[/red] {error}")
+    if len(report.rejected) > 50:
+        console.print(f"  … and {len(report.rejected) - 50} more")
+
+
+@app.command()
+def query(
+    collection: Annotated[str, typer.Argument(help="structures, calculations, materials, models, predictions, …")],
+    formula: Annotated[str | None, typer.Option(help="Formula, e.g. CsPbI3 or MAPbI3.")] = None,
+    elements: Annotated[str | None, typer.Option(help="Comma-separated elements that must all be present.")] = None,
+    filter_json: Annotated[str | None, typer.Option("--filter", help="MongoDB-style filter as JSON.")] = None,
+    fields: Annotated[str | None, typer.Option(help="Comma-separated fields (dotted paths allowed).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many documents (0 = all).")] = 20,
+    fmt: FormatOption = "table",
+    uri: UriOption = None,
+) -> None:
+    """Query a collection."""
+    from perovdb.query import find, structure_criteria
+
+    try:
+        extra = json.loads(filter_json) if filter_json else None
+    except json.JSONDecodeError as error:
+        _fail(PerovdbError(f"--filter is not valid JSON: {error}"), code=2)
+    element_list = [e.strip() for e in elements.split(",")] if elements else None
+    try:
+        if collection == "structures":
+            criteria = structure_criteria(formula, element_list, extra)
+        else:
+            criteria = dict(extra or {})
+            if element_list or formula:
+                ids = _structure_ids(formula, element_list, uri)
+                criteria = {"$and": [criteria, {"structure_id": {"$in": ids}}]} if criteria else {"structure_id": {"$in": ids}}
+        field_list = [f.strip() for f in fields.split(",")] if fields else DEFAULT_FIELDS.get(collection, [])
+        with _open(uri) as db:
+            docs = find(db, collection, criteria, fields=None if fmt == "json" and not fields else field_list, limit=limit)
+    except PerovdbError as error:
+        _fail(error)
+    print_documents(docs, field_list, fmt, title=f"{collection}: {len(docs)} shown")
+
+
+def _structure_ids(formula: str | None, elements: list[str] | None, uri: str | None) -> list[str]:
+    from perovdb.query import find, structure_criteria
+
+    with _open(uri) as db:
+        return [d["structure_id"] for d in find(db, "structures", structure_criteria(formula, elements), ["structure_id"])]
+
+
+@app.command()
+def show(
+    structure_id: Annotated[str, typer.Argument(help="A structure_id.")],
+    fmt: FormatOption = "table",
+    uri: UriOption = None,
+) -> None:
+    """A structure with its calculations and current predictions."""
+    from perovdb.query import show as show_structure
+
+    try:
+        with _open(uri) as db:
+            doc = show_structure(db, structure_id)
+    except PerovdbError as error:
+        _fail(error)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    summary = {k: doc.get(k) for k in ("structure_id", "formula", "reduced_formula", "nsites", "origin", "phase")}
+    summary["space_group"] = doc.get("space_group_symbol")
+    summary["perovskite"] = (doc.get("perovskite") or {}).get("formula")
+    summary["mixing_type"] = (doc.get("perovskite") or {}).get("mixing_type")
+    summary["sources"] = "; ".join(f"{s['dataset']} #{s.get('record')}" for s in doc["sources"])
+    for key, value in summary.items():
+        console.print(f"[bold]{key}[/bold]: {_cell(value)}")
+    print_documents(doc["calculations"], ["level_of_theory", "properties", "source.dataset"], "table", "calculations")
+    if doc["predictions"]:
+        print_documents(doc["predictions"], ["model_id", "property", "value", "unit"], "table", "predictions")
+
+
+@app.command()
+def stats(fmt: FormatOption = "table", uri: UriOption = None) -> None:
+    """Counts per collection, per level of theory and per mixing type."""
+    from perovdb.query import stats as collect_stats
+
+    with _open(uri) as db:
+        numbers = collect_stats(db)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(numbers, indent=2) + "\n")
+        return
+    for section, counts in numbers.items():
+        table = Table(title=section.replace("_", " "))
+        table.add_column("name")
+        table.add_column("count", justify="right")
+        for name, count in counts.items():
+            table.add_row(str(name), str(count))
+        console.print(table)
+
+
+@app.command()
+def schemas(
+    write: Annotated[Path | None, typer.Option(help="Write schemas/*.json into this folder.")] = None,
+    check: Annotated[Path | None, typer.Option(help="Exit 1 if the files in this folder differ.")] = None,
+) -> None:
+    """Export the collections' JSON Schemas (generated from perovdb.documents)."""
+    from perovdb.schemas import all_schemas, write_schemas
+
+    if write:
+        for path in write_schemas(write):
+            console.print(f"wrote {path}")
+    if check:
+        stale = [
+            name
+            for name, schema in all_schemas().items()
+            if not (check / f"{name}.json").is_file()
+            or json.loads((check / f"{name}.json").read_text()) != json.loads(json.dumps(schema))
+        ]
+        if stale:
+            err_console.print(f"schemas out of date: {', '.join(stale)} (run perovdb schemas --write {check})")
+            raise typer.Exit(1)
+        console.print("schemas up to date")
+    if not write and not check:
+        sys.stdout.write(json.dumps(all_schemas(), indent=2) + "\n")
+
+
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="Folder of the shipped data.")] = REPO_DATA,
+    uri: UriOption = None,
+) -> None:
+    """The main job: ingest the shipped real data into the database and show what is there."""
+    steps = [
+        (data / "mannodi_multifidelity_structures" / "Training_PBE_and_HSE_data.csv", {}),
+        (data / "mannodi_halide_perovskites" / "PBE_data.csv", {}),
+        (data / "mannodi_halide_perovskites" / "HSE_data.csv", {}),
+        (data / "jarvis_alignn_sample", {"property_name": "band_gap", "level": "OptB88vdW"}),
+    ]
+    from perovdb.ingest import count_records
+    from perovdb.ingest import ingest as run_ingest
+
+    with _open(uri) as db:
+        console.print(f"[bold]perovdb demo[/bold] on {redact_uri(db.uri)} ({db.backend})")
+        for path, options in steps:
+            with _progress() as progress:
+                task = progress.add_task(path.name, total=count_records(path))
+                report = run_ingest(db, path, on_progress=lambda n, t=task: progress.advance(t, n), **options)
+            print_report(path.name, report)
+    stats(fmt="table", uri=uri)
+    query("structures", formula="MAPbI3", elements=None, filter_json=None, fields=None, limit=5, fmt="table", uri=uri)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,34 @@
+"""Configuration in one place: every setting is a field here, read from ``PEROVDB_*`` env vars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDED_DIR = Path(".perovdb")
+
+
+class Settings(BaseSettings):
+    """perovdb settings. Each field can be set by the env var ``PEROVDB_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PEROVDB_", extra="ignore")
+
+    uri: str = Field(
+        default=f"monty://{DEFAULT_EMBEDDED_DIR}",
+        description="Database URI: mongodb://…, mongodb+srv://…, monty:///path (embedded, on disk) or memory://.",
+    )
+    database: str = Field(default="perovdb", description="Database name on a MongoDB server.")
+    ingest_batch_size: int = Field(default=500, ge=1, description="Documents written per batch during ingest.")
+    generation_seed: int = Field(
+        default=0, description="Seed that places alloy species on sites of generated supercells."
+    )
+    device: str = Field(default="auto", description="torch device for ML: auto (CUDA when present), cpu, cuda.")
+    num_workers: int = Field(default=0, ge=0, description="Worker processes for graph building (0 = all cores).")
+    api_key: str | None = Field(default=None, description="Key that unlocks write endpoints of the HTTP API.", repr=False)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Return settings from the environment, with explicit overrides applied."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,296 @@
+"""One way to open the database: ``connect(uri)`` → a ``Database`` holding one maggma Store per collection.
+
+URIs: ``mongodb://`` / ``mongodb+srv://`` (a MongoDB server), ``monty:///path`` (embedded montydb on
+disk, the default) and ``memory://`` (mongomock, for tests). Nothing outside this module knows which
+backend is behind a Store; the backends' gaps (montydb has no indexes and no bulk writes, maggma's
+MemoryStore forgets its data when closed) are handled here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from maggma.core import Store
+from maggma.stores import MemoryStore, MongoURIStore, MontyStore
+from monty.json import jsanitize
+
+from perovdb.artifacts import ArtifactStore, DirectoryArtifactStore, GridFSArtifactStore, MemoryArtifactStore
+from perovdb.config import Settings, get_settings
+from perovdb.documents import COLLECTIONS
+from perovdb.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: fields each collection is queried by (the key gets a unique index on top)
+INDEXES: dict[str, tuple[str, ...]] = {
+    "structures": ("reduced_formula", "elements", "nsites", "origin", "perovskite.mixing_type", "last_updated"),
+    "calculations": ("structure_id", "level_of_theory", "source.dataset", "last_updated"),
+    "materials": ("structure_id", "reduced_formula", "elements", "group_key", "last_updated"),
+    "models": ("name", "target_property", "active", "last_updated"),
+    "predictions": ("model_id", "structure_id", "property", "stale", "last_updated"),
+    "evaluations": ("model_id", "property", "last_updated"),
+}
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (safe to print or log)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class SharedMemoryStore(MemoryStore):
+    """A MemoryStore on a mongomock database shared by all collections of one ``Database``.
+
+    Unlike maggma's MemoryStore, ``close()`` keeps the data: it lives as long as the Database, so a
+    builder's ``finalize()`` does not wipe the target (maggma #830).
+    """
+
+    def __init__(self, collection_name: str, mongomock_database: Any, **kwargs: Any) -> None:
+        self._mongomock_database = mongomock_database
+        super().__init__(collection_name=collection_name, **kwargs)
+
+    def connect(self, force_reset: bool = False) -> None:
+        self._coll = self._mongomock_database[self.collection_name]
+
+    def close(self) -> None:
+        """Nothing to release; the data stays with the Database."""
+
+    @property
+    def name(self) -> str:
+        return f"memory://{self.collection_name}"
+
+
+class EmbeddedStore(MontyStore):
+    """A MontyStore that works with maggma builders: indexes are a no-op and writes are batched."""
+
+    def ensure_index(self, key: str, unique: bool | None = False) -> bool:
+        """montydb has no indexes: queries scan, which is fine at a laptop's scale."""
+        return False
+
+    def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
+        """Upsert: one ``insert_many`` for new documents, ``replace_one`` only for existing ones."""
+        docs = [docs] if isinstance(docs, dict) else list(docs)
+        if not docs:
+            return
+        key = key or self.key
+        fields = key if isinstance(key, list) else [key]
+        docs = [jsanitize(d, allow_bson=True) for d in docs]
+        if self.validator:
+            for d in docs:
+                if not self.validator.is_valid(d):
+                    raise ValueError(self.validator.validation_errors(d))
+        latest: dict[tuple, dict] = {tuple(d[f] for f in fields): d for d in docs}  # last one wins, as in MongoDB
+        existing: set[tuple] = set()
+        if len(fields) == 1:
+            found = self._collection.find({fields[0]: {"$in": [k[0] for k in latest]}}, {fields[0]: 1})
+            existing = {(d[fields[0]],) for d in found}
+        else:
+            existing = {k for k in latest if self._collection.count_documents(dict(zip(fields, k)), limit=1)}
+        new = [d for k, d in latest.items() if k not in existing]
+        if new:
+            self._collection.insert_many(new)
+        for k in existing:
+            self._collection.replace_one(dict(zip(fields, k)), latest[k], upsert=True)
+
+
+class Database:
+    """The perovdb collections on one backend, plus the artifact store for large binary data."""
+
+    def __init__(self, uri: str, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.uri = uri
+        self.backend = _backend_of(uri)
+        self._stores: dict[str, Store] = {}
+        self._mongomock_client: Any = None
+        self.artifacts: ArtifactStore = self._make_artifacts()
+
+    # -- stores ---------------------------------------------------------------------------
+    def store(self, name: str, key: str | None = None) -> Store:
+        """The connected Store of collection ``name`` (any name: the domain ones and jobflow's)."""
+        if name not in self._stores:
+            key = key or (COLLECTIONS[name][1] if name in COLLECTIONS else "uuid")
+            store = self._make_store(name, key)
+            store.connect()
+            self._stores[name] = store
+        return self._stores[name]
+
+    def new_store(self, name: str, key: str) -> Store:
+        """A fresh, unconnected Store of collection ``name`` on this backend (for jobflow and maggma runners)."""
+        return self._make_store(name, key)
+
+    @property
+    def structures(self) -> Store:
+        """Crystal structures."""
+        return self.store("structures")
+
+    @property
+    def calculations(self) -> Store:
+        """DFT (and experimental) results."""
+        return self.store("calculations")
+
+    @property
+    def materials(self) -> Store:
+        """Per-structure summaries (built)."""
+        return self.store("materials")
+
+    @property
+    def models(self) -> Store:
+        """Registered ML models."""
+        return self.store("models")
+
+    @property
+    def predictions(self) -> Store:
+        """Model predictions."""
+        return self.store("predictions")
+
+    @property
+    def evaluations(self) -> Store:
+        """Model evaluations against reference calculations."""
+        return self.store("evaluations")
+
+    def collections(self) -> dict[str, Store]:
+        """All domain collections by name."""
+        return {name: self.store(name) for name in COLLECTIONS}
+
+    # -- setup ----------------------------------------------------------------------------
+    def ensure_indexes(self) -> dict[str, list[str]]:
+        """Create the indexes each collection's queries need, where the backend supports indexes."""
+        created: dict[str, list[str]] = {}
+        for name, (_, key) in COLLECTIONS.items():
+            store = self.store(name)
+            made = [key] if store.ensure_index(key, unique=True) else []
+            made += [field for field in INDEXES.get(name, ()) if store.ensure_index(field)]
+            created[name] = made
+        return created
+
+    def install_validators(self) -> list[str]:
+        """On a MongoDB server, install each document's JSON Schema as a ``$jsonSchema`` validator."""
+        if self.backend != "mongodb":
+            return []
+        from perovdb.schemas import mongo_validator
+
+        database = self._pymongo_database()
+        existing = set(database.list_collection_names())
+        for name, (document, _) in COLLECTIONS.items():
+            validator = {"$jsonSchema": mongo_validator(document)}
+            if name in existing:
+                database.command("collMod", name, validator=validator, validationLevel="strict")
+            else:
+                database.create_collection(name, validator=validator, validationLevel="strict")
+        return list(COLLECTIONS)
+
+    def close(self) -> None:
+        """Close every store (embedded and memory data stay)."""
+        for store in self._stores.values():
+            try:
+                store.close()
+            except Exception:  # closing must never mask the real outcome
+                logger.debug("closing %s failed", store.name, exc_info=True)
+        self._stores.clear()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({redact_uri(self.uri)!r})"
+
+    # -- backends -------------------------------------------------------------------------
+    @property
+    def embedded_path(self) -> Path | None:
+        """Directory of the embedded store (``monty://``), else None."""
+        if self.backend != "monty":
+            return None
+        return Path(self.uri[len("monty://") :]).expanduser()
+
+    def _make_store(self, name: str, key: str) -> Store:
+        if self.backend == "memory":
+            if self._mongomock_client is None:
+                import mongomock_ng
+
+                self._mongomock_client = mongomock_ng.MongoClient()
+            return SharedMemoryStore(name, self._mongomock_client[self.settings.database], key=key)
+        if self.backend == "monty":
+            path = self.embedded_path
+            assert path is not None
+            path.mkdir(parents=True, exist_ok=True)
+            return EmbeddedStore(
+                name, database_path=str(path.resolve()), database_name=self.settings.database, key=key
+            )
+        return MongoURIStore(self.uri, name, database=self._server_database_name(), key=key)
+
+    def _make_artifacts(self) -> ArtifactStore:
+        if self.backend == "memory":
+            return MemoryArtifactStore()
+        if self.backend == "monty":
+            path = self.embedded_path
+            assert path is not None
+            return DirectoryArtifactStore(path / "artifacts")
+        return GridFSArtifactStore(self._pymongo_database())
+
+    def _server_database_name(self) -> str:
+        path = urlsplit(self.uri).path.lstrip("/")
+        return path or self.settings.database
+
+    def _pymongo_database(self) -> Any:
+        from pymongo import MongoClient
+
+        client: Any = MongoClient(self.uri)
+        return client[self._server_database_name()]
+
+
+def _backend_of(uri: str) -> str:
+    if uri.startswith(("mongodb://", "mongodb+srv://")):
+        return "mongodb"
+    if uri.startswith("monty://"):
+        if not uri[len("monty://") :]:
+            raise ConfigurationError("monty:// needs a directory, e.g. monty://.perovdb or monty:///data/perovdb")
+        return "monty"
+    if uri.rstrip("/") in {"memory:", "memory:/"} or uri.startswith("memory://"):
+        return "memory"
+    raise ConfigurationError(
+        f"unsupported database URI {redact_uri(uri)!r}: use mongodb://…, mongodb+srv://…, monty:///path or memory://"
+    )
+
+
+def connect(uri: str | None = None, *, settings: Settings | None = None, ensure_indexes: bool = True) -> Database:
+    """Open the perovdb collections at ``uri`` (default: ``PEROVDB_URI``, else the embedded store ``./.perovdb``)."""
+    settings = settings or get_settings()
+    database = Database(uri or settings.uri, settings)
+    if ensure_indexes:
+        database.ensure_indexes()
+    return database
+
+
+@contextmanager
+def opened(uri: str | None = None, **kwargs: Any) -> Iterator[Database]:
+    """``with opened(uri) as db:`` — connect and close."""
+    database = connect(uri, **kwargs)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Split ``items`` into lists of at most ``size``."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+

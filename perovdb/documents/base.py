@@ -1,0 +1,63 @@
+"""Shared pieces of every document: timestamps, sources, identifiers and content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def utcnow() -> datetime:
+    """Current time in UTC, truncated to milliseconds (what BSON stores)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def content_hash(payload: Any, length: int = 20) -> str:
+    """Stable hex digest of a JSON-able payload (keys sorted, floats as Python prints them)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+class PerovdbDocument(BaseModel):
+    """Base of every stored document: strict fields, UTC timestamps."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
+
+    created_at: datetime = Field(default_factory=utcnow, description="When the document was first stored (UTC).")
+    last_updated: datetime = Field(
+        default_factory=utcnow, description="When the document's content last changed (UTC)."
+    )
+
+    @field_validator("created_at", "last_updated", mode="after")
+    @classmethod
+    def _as_utc(cls, value: datetime) -> datetime:
+        # embedded stores hand back naive datetimes; they were written as UTC
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    def to_store(self) -> dict[str, Any]:
+        """The document as stored (BSON-friendly: datetimes stay datetimes)."""
+        return self.model_dump(mode="python")
+
+    def content_digest(self) -> str:
+        """Hash of the content, timestamps excluded: equal digests mean nothing changed."""
+        return content_hash(self.model_dump(mode="json", exclude={"created_at", "last_updated"}))
+
+
+class Source(BaseModel):
+    """Where a record came from, precise enough to find the original line again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="Data set name, e.g. 'mannodi_halide_perovskites/PBE_data.csv'.")
+    file: str | None = Field(default=None, description="File the record was read from, relative when possible.")
+    record: str | None = Field(default=None, description="Row number (1-based, data rows) or entry name in the file.")
+    label: str | None = Field(default=None, description="The record's own name in the source, e.g. its formula.")
+    reference: str | None = Field(default=None, description="Citation: DOI or repository of the source data.")
+
+    def key(self) -> tuple[str, str | None, str | None]:
+        """What identifies this source among others."""
+        return (self.dataset, self.file, self.record)

@@ -1,0 +1,168 @@
+"""``structures``: crystal structures with a content-derived id, composition and perovskite sites."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
+
+from perovdb.documents.base import PerovdbDocument, Source, content_hash
+from perovdb.errors import InvalidRecord
+
+Origin = Literal["relaxed", "generated", "experimental", "unknown"]
+
+#: rounding used by the structure id: 1e-3 Å on the lattice, 1e-4 on fractional coordinates
+LATTICE_DECIMALS = 3
+FRACTIONAL_DECIMALS = 4
+
+
+class PerovskiteSites(BaseModel):
+    """ABX3 site assignment: species fractions per site (A and B sum to 1, X to 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a: dict[str, float] = Field(description="A-site species (K, Rb, Cs, MA, FA, …) and fractions.")
+    b: dict[str, float] = Field(description="B-site species and fractions.")
+    x: dict[str, float] = Field(description="X-site (halide) species and amounts per formula unit (sum 3).")
+    molecular_cations: dict[str, int] = Field(
+        default_factory=dict, description="Molecular A cations found in the cell (MA, FA) and their counts."
+    )
+    formula: str = Field(description="Perovskite formula with MA/FA as units, e.g. 'MAPb0.5Sn0.5I3'.")
+    mixing_type: str = Field(description="'Pure', 'A-site mixed', 'B-site mixed', 'X-site mixed' or a combination.")
+
+
+class Generation(BaseModel):
+    """How a generated (not relaxed) structure was made from a composition."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(default="pseudo-cubic ABX3 supercell", description="Generator used.")
+    lattice_constant: float = Field(description="Pseudo-cubic lattice constant used (Å).")
+    lattice_constant_level: str = Field(description="Level of theory the lattice constant comes from.")
+    supercell: int = Field(ge=1, description="Repetitions of the ABX3 cell along each axis.")
+    seed: int = Field(description="Seed that placed the alloy species on sites.")
+    composition_counts: dict[str, int] = Field(description="Species (MA/FA as units) per supercell: the recipe.")
+
+
+class StructureDoc(PerovdbDocument):
+    """A crystal structure and what is known of it, independent of any calculation."""
+
+    structure_id: str = Field(description="Content-derived id; see README 'Identifiers'.")
+    structure: dict[str, Any] = Field(description="pymatgen Structure.as_dict().")
+    formula: str = Field(description="Full formula of the cell, e.g. 'Cs8 Pb8 I24'.")
+    reduced_formula: str = Field(description="Reduced formula, e.g. 'CsPbI3'.")
+    elements: list[str] = Field(description="Elements, sorted alphabetically.")
+    nelements: int = Field(ge=1, description="Number of elements.")
+    chemsys: str = Field(description="Elements joined by '-', sorted.")
+    nsites: int = Field(ge=1, description="Number of sites in the cell.")
+    volume: float = Field(gt=0, description="Cell volume (Å^3).")
+    density: float = Field(gt=0, description="Density (g/cm^3).")
+    space_group_symbol: str | None = Field(default=None, description="Space group (spglib, symprec 0.1 Å).")
+    space_group_number: int | None = Field(default=None, ge=1, le=230, description="Space group number.")
+    perovskite: PerovskiteSites | None = Field(default=None, description="ABX3 site assignment, if ABX3-like.")
+    origin: Origin = Field(description="'relaxed' DFT geometry, 'generated' from a composition, or other.")
+    phase: str | None = Field(default=None, description="Phase label from the source (Cubic, Tetra, Ortho, Hex…).")
+    generation: Generation | None = Field(default=None, description="Recipe, for generated structures.")
+    sources: list[Source] = Field(min_length=1, description="Every source this structure was read from.")
+
+    def to_pymatgen(self) -> Structure:
+        """The pymatgen Structure."""
+        return Structure.from_dict(self.structure)
+
+    @classmethod
+    def from_structure(
+        cls,
+        structure: Structure,
+        *,
+        origin: Origin,
+        source: Source,
+        phase: str | None = None,
+        generation: Generation | None = None,
+        symprec: float | None = 0.1,
+    ) -> StructureDoc:
+        """Describe ``structure``: composition, density, symmetry, perovskite sites and its id."""
+        from perovdb.perovskite import assign_sites, reduced_perovskite_formula
+
+        if not structure.is_ordered:
+            raise InvalidRecord("disordered (partially occupied) sites are not supported", field="structure")
+        composition = structure.composition
+        elements = sorted(el.symbol for el in composition.elements)
+        symbol, number = _space_group(structure, symprec)
+        sites = assign_sites(structure)
+        perovskite = None
+        if sites is not None:
+            perovskite = PerovskiteSites(
+                a=sites.a,
+                b=sites.b,
+                x=sites.x,
+                molecular_cations=sites.molecular_cations,
+                formula=reduced_perovskite_formula(sites),
+                mixing_type=mixing_type(sites.a, sites.b, sites.x),
+            )
+        if generation is not None:
+            structure_id = recipe_id(generation.composition_counts, generation.supercell, generation.seed, generation.method)
+        else:
+            structure_id = geometry_id(structure)
+        return cls(
+            structure_id=structure_id,
+            structure=structure.as_dict(),
+            formula=composition.formula,
+            reduced_formula=composition.reduced_formula,
+            elements=elements,
+            nelements=len(elements),
+            chemsys="-".join(elements),
+            nsites=len(structure),
+            volume=structure.volume,
+            density=float(structure.density),
+            space_group_symbol=symbol,
+            space_group_number=number,
+            perovskite=perovskite,
+            origin=origin,
+            phase=phase,
+            generation=generation,
+            sources=[source],
+        )
+
+
+def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -> str:
+    """'Pure', or which sites hold more than one species ('B-site and X-site mixed')."""
+    mixed = [name for name, site in (("A", a), ("B", b), ("X", x)) if len(site) > 1]
+    if not mixed:
+        return "Pure"
+    return " and ".join(f"{name}-site" for name in mixed) + " mixed"
+
+
+def _space_group(structure: Structure, symprec: float | None) -> tuple[str | None, int | None]:
+    if symprec is None:
+        return None, None
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
+        return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
+    except Exception:  # spglib gives up on some cells; the structure is still valid
+        return None, None
+
+
+def geometry_id(structure: Structure) -> str:
+    """Id of a geometry: lattice (Å, 1e-3) and species with wrapped fractional coordinates (1e-4), sorted.
+
+    The same cell read from a CIF, a POSCAR or a printed structure gets the same id; site order,
+    periodic images of a site and sub-tolerance noise do not matter. A different cell setting of the
+    same crystal (a supercell, a rotated cell) is a different geometry.
+    """
+    lattice = np.round(structure.lattice.matrix, LATTICE_DECIMALS) + 0.0
+    frac = np.round(np.mod(np.round(structure.frac_coords, FRACTIONAL_DECIMALS), 1.0), FRACTIONAL_DECIMALS) % 1.0 + 0.0
+    sites = sorted(
+        (site.species.formula, *(f"{x:.{FRACTIONAL_DECIMALS}f}" for x in coords))
+        for site, coords in zip(structure, frac, strict=True)
+    )
+    lattice_text = [f"{x:.{LATTICE_DECIMALS}f}" for x in lattice.ravel()]
+    return "st-" + content_hash(["geometry", lattice_text, sites])
+
+
+def recipe_id(composition_counts: dict[str, int], supercell: int, seed: int, method: str) -> str:
+    """Id of a generated structure: its recipe, so PBE and HSE06 rows of one composition share it."""
+    return "st-" + content_hash(["generated", method, sorted(composition_counts.items()), supercell, seed])

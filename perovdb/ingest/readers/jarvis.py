@@ -1,0 +1,69 @@
+"""The ALIGNN/JARVIS folder layout: structure files plus ``id_prop.csv`` (file name, value; no header)."""
+
+from __future__ import annotations
+
+import csv
+from functools import partial
+from pathlib import Path
+
+from perovdb.documents import CalculationDoc, CalculationProperties, LevelOfTheory, StructureDoc, property_spec
+from perovdb.documents.structure import Origin
+from perovdb.errors import InvalidRecord
+from perovdb.ingest.readers.structure_files import load_structure
+from perovdb.ingest.records import READER_VERSION, RawRecord, Record, RecordStream, dataset_name, make_source, raw_digest
+
+
+def is_id_prop_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder with an ``id_prop.csv``."""
+    return path.is_dir() and (path / "id_prop.csv").is_file()
+
+
+def read_id_prop_folder(
+    folder: Path,
+    *,
+    property_name: str,
+    level: LevelOfTheory,
+    dataset: str | None = None,
+    origin: Origin = "relaxed",
+) -> RecordStream:
+    """Yield one ``Record`` per ``id_prop.csv`` row: the structure file and its ``property_name`` value."""
+    folder = Path(folder)
+    spec = property_spec(property_name)
+    dataset = dataset_name(folder, dataset)
+    with open(folder / "id_prop.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    for row_number, row in enumerate(rows, start=1):
+        name = f"id_prop.csv row {row_number}" + (f" ({row[0].strip()})" if row else "")
+        file_name = row[0].strip() if row else ""
+        path = folder / file_name
+        content = path.read_bytes() if file_name and path.is_file() else b""
+        yield RawRecord(
+            name=name,
+            dataset=dataset,
+            key=file_name or f"row {row_number}",
+            digest=raw_digest(READER_VERSION, "id_prop", spec.name, level.value, origin, row, content),
+            parse=partial(_parse_row, row, folder, dataset, spec.name, level, origin, name),
+        )
+
+
+def _parse_row(
+    row: list[str], folder: Path, dataset: str, property_name: str, level: LevelOfTheory, origin: Origin, name: str
+) -> Record:
+    spec = property_spec(property_name)
+    if len(row) != 2:
+        raise InvalidRecord(f"{len(row)} columns, expected 2 (file, value)", field="columns")
+    file_name, value = row[0].strip(), row[1].strip()
+    path = folder / file_name
+    if not path.is_file():
+        raise InvalidRecord(f"file {file_name!r} not found in {folder.name}", field="file")
+    structure = load_structure(path)
+    source = make_source(path, dataset, file_name, label=path.stem)
+    doc = StructureDoc.from_structure(structure, origin=origin, source=source)
+    calculation = CalculationDoc(
+        calculation_id=CalculationDoc.make_id(doc.structure_id, level, dataset),
+        structure_id=doc.structure_id,
+        level_of_theory=level,
+        properties=CalculationProperties(**{spec.name: spec.check(value)}),
+        source=source,
+    )
+    return Record(name=name, structures=[doc], calculations=[calculation])

@@ -1,0 +1,88 @@
+"""The group's multi-fidelity training set: relaxed structures (pymatgen's printed text) with PBE or HSE06 results."""
+
+from __future__ import annotations
+
+import csv
+from functools import partial
+from pathlib import Path
+
+from perovdb.documents import CalculationDoc, CalculationProperties, LevelOfTheory, StructureDoc
+from perovdb.errors import InvalidRecord
+from perovdb.ingest.records import (
+    READER_VERSION,
+    RawRecord,
+    Record,
+    RecordStream,
+    dataset_name,
+    make_source,
+    raw_digest,
+)
+
+REQUIRED_COLUMNS = ("Name", "Decomposition Energy", "Crystal Structure", "Structure", "Functional", "Band Gap")
+
+
+def is_multifidelity_table(path: Path) -> bool:
+    """Whether ``path`` is a CSV with the multi-fidelity set's header."""
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(column in header for column in REQUIRED_COLUMNS)
+
+
+def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> RecordStream:
+    """Yield one ``RawRecord`` per row (→ relaxed structure + its PBE or HSE06 calculation)."""
+    path = Path(path)
+    dataset = dataset_name(path, dataset)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
+            return
+        for row_number, row in enumerate(reader, start=1):
+            yield RawRecord(
+                name=f"{path.name} row {row_number}",
+                dataset=dataset,
+                key=str(row_number),
+                digest=raw_digest(READER_VERSION, "multifidelity", [row.get(c) for c in REQUIRED_COLUMNS]),
+                parse=partial(_parse_row, row, row_number, path, dataset),
+            )
+
+
+def _parse_row(row: dict[str, str | None], row_number: int, path: Path, dataset: str) -> Record:
+    from perovdb.perovskite import parse_printed_structure
+
+    if None in row or any(value is None for value in row.values()):
+        raise InvalidRecord("row has a different number of columns than the header", field="columns")
+    cells: dict[str, str] = {k: v or "" for k, v in row.items() if k is not None}
+    level = LevelOfTheory.parse(cells["Functional"])
+    structure = parse_printed_structure(cells["Structure"])
+    source = make_source(path, dataset, str(row_number), label=cells["Name"].strip())
+    doc = StructureDoc.from_structure(
+        structure, origin="relaxed", source=source, phase=cells["Crystal Structure"].strip() or None
+    )
+    properties = CalculationProperties(
+        band_gap=_cell(cells["Band Gap"], "Band Gap"),
+        decomposition_energy_per_fu=_cell(cells["Decomposition Energy"], "Decomposition Energy"),
+    )
+    calculation = CalculationDoc(
+        calculation_id=CalculationDoc.make_id(doc.structure_id, level, dataset),
+        structure_id=doc.structure_id,
+        level_of_theory=level,
+        properties=properties,
+        source=source,
+    )
+    return Record(name=f"{path.name} row {row_number}", structures=[doc], calculations=[calculation])
+
+
+def _cell(text: str, column: str) -> str | None:
+    text = text.strip()
+    if text == "" or text.lower() == "n/a":
+        return None
+    if text.lower() == "nan":
+        raise InvalidRecord("NaN is not a value; leave the cell empty when not computed", field=column)
+    return text

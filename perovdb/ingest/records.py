@@ -1,0 +1,110 @@
+"""What readers yield: a ``Record`` (documents of one row or file) or an ``InvalidRecord`` error."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perovdb.documents import CalculationDoc, Source, StructureDoc
+from perovdb.errors import InvalidRecord
+
+#: bump when readers change what they make of the same input, so re-ingest re-parses
+READER_VERSION = 1
+
+#: citation of the data sets perovdb ships (see data/README.md)
+KNOWN_REFERENCES: dict[str, str] = {
+    "mannodi_halide_perovskites": (
+        "A. Mannodi-Kanakkithodi, M. K. Y. Chan, Energy Environ. Sci. 15, 1930 (2022), doi:10.1039/D1EE02971A; "
+        "repository mannodiarun/halide_perovs_design (commit a4040f3)"
+    ),
+    "mannodi_multifidelity_structures": (
+        "repository maitreyo18/Multi-fidelity-screening-of-perovskite-photocatalysts (commit 58d5a7f)"
+    ),
+    "jarvis_alignn_sample": "JARVIS-DFT via repository usnistgov/alignn (commit a8be0be), examples/sample_data",
+}
+
+
+@dataclass
+class Record:
+    """The documents one source record (a table row, a file) yields; stored together or not at all."""
+
+    name: str
+    structures: list[StructureDoc] = field(default_factory=list)
+    calculations: list[CalculationDoc] = field(default_factory=list)
+
+
+@dataclass
+class RawRecord:
+    """A record as read, not yet parsed: cheap to make, so unchanged records can be skipped.
+
+    ``digest`` covers the raw content and every option that shapes the documents; ``parse`` builds
+    the documents (and raises ``InvalidRecord`` for bad input).
+    """
+
+    name: str
+    dataset: str
+    key: str
+    digest: str
+    parse: Callable[[], Record]
+
+    @property
+    def ledger_key(self) -> str:
+        """Key of this record in the ingest ledger."""
+        return f"{self.dataset}::{self.key}"
+
+
+ReadResult = RawRecord | InvalidRecord
+RecordStream = Iterator[ReadResult]
+
+
+def raw_digest(*parts: object) -> str:
+    """Digest of raw content (bytes or text) and options."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else repr(part).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:24]
+
+
+def dataset_name(path: Path, dataset: str | None = None) -> str:
+    """A stable data-set name: given, or '<folder>/<file>' for a file, '<folder>' for a folder."""
+    if dataset:
+        return dataset
+    path = Path(path)
+    return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+
+
+def make_source(path: Path, dataset: str, record: str | None, label: str | None = None) -> Source:
+    """Source of one record, with the known citation of shipped data sets."""
+    return Source(
+        dataset=dataset,
+        file=display_path(path),
+        record=record,
+        label=label,
+        reference=KNOWN_REFERENCES.get(dataset.split("/")[0]),
+    )
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the working directory when inside it (no home directories in documents)."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def rejected(error: Exception, record: str, field: str | None = None) -> InvalidRecord:
+    """An ``InvalidRecord`` naming ``record``, from any exception raised while reading it."""
+    if isinstance(error, InvalidRecord):
+        error.record = error.record or record
+        return error
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return InvalidRecord(first["msg"], field=where or field, record=record)
+    return InvalidRecord(f"{type(error).__name__}: {error}", field=field, record=record)

@@ -1,0 +1,247 @@
+"""The ingest writer: dedups, merges and upserts what readers yield. It never parses files itself.
+
+Per batch of raw records: records whose raw digest is in the ingest ledger (and whose documents
+still exist) are skipped unparsed; the others are parsed, merged with what is stored (rules below),
+validated, and written structures first, calculations second. A record is stored whole or not at
+all; a rejected record changes nothing.
+
+Merge rules (order-independent, so re-ingest changes nothing):
+- structures: the same ``structure_id`` gains the new source; a generated structure takes the
+  geometry of the preferred lattice-constant level (PBE over HSE06), whatever the ingest order;
+- calculations: the same ``calculation_id`` with equal values keeps its first source (a duplicate
+  row); different values from the same source row replace it (the file changed); different values
+  from another row of the same data set are a conflict and that record is rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from maggma.core import Store
+
+from perovdb.db import Database, chunks
+from perovdb.documents import CalculationDoc, StructureDoc, utcnow
+from perovdb.errors import InvalidRecord
+from perovdb.ingest.readers.composition_tables import LATTICE_LEVEL_PRIORITY
+from perovdb.ingest.records import RawRecord, ReadResult, Record, rejected
+
+LEDGER = "ingest_ledger"
+
+
+@dataclass
+class Counts:
+    """Documents of one collection by outcome."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did: records read and rejected, documents new/updated/unchanged per collection."""
+
+    read: int = 0
+    skipped_unchanged: int = 0
+    rejected: list[InvalidRecord] = field(default_factory=list)
+    structures: Counts = field(default_factory=Counts)
+    calculations: Counts = field(default_factory=Counts)
+
+    @property
+    def new(self) -> int:
+        """New documents in all collections."""
+        return self.structures.new + self.calculations.new
+
+    @property
+    def updated(self) -> int:
+        """Updated documents in all collections."""
+        return self.structures.updated + self.calculations.updated
+
+    @property
+    def ok(self) -> bool:
+        """True when no record was rejected."""
+        return not self.rejected
+
+    def merge(self, other: IngestReport) -> None:
+        """Add another report's numbers to this one."""
+        self.read += other.read
+        self.skipped_unchanged += other.skipped_unchanged
+        self.rejected += other.rejected
+        for name in ("structures", "calculations"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            mine.new += theirs.new
+            mine.updated += theirs.updated
+            mine.unchanged += theirs.unchanged
+
+
+def merge_structure(current: StructureDoc | None, incoming: StructureDoc) -> StructureDoc:
+    """``current`` with ``incoming``'s sources added (and its geometry, if of a preferred level)."""
+    if current is None:
+        return incoming
+    known = {source.key() for source in current.sources}
+    sources = current.sources + [s for s in incoming.sources if s.key() not in known]
+    base = current
+    if _lattice_rank(incoming) < _lattice_rank(current):
+        base = incoming.model_copy(update={"created_at": current.created_at})
+    return base.model_copy(update={"sources": sources})
+
+
+def _lattice_rank(doc: StructureDoc) -> int:
+    if doc.generation is None:
+        return len(LATTICE_LEVEL_PRIORITY)
+    level = doc.generation.lattice_constant_level
+    return LATTICE_LEVEL_PRIORITY.index(level) if level in LATTICE_LEVEL_PRIORITY else len(LATTICE_LEVEL_PRIORITY)
+
+
+def merge_calculation(current: CalculationDoc | None, incoming: CalculationDoc) -> CalculationDoc:
+    """The calculation to keep; raise ``InvalidRecord`` when two rows disagree (see module doc)."""
+    if current is None or current.source.key() == incoming.source.key():
+        return incoming
+    if current.properties == incoming.properties:
+        return current
+    raise InvalidRecord(
+        f"conflicts with record {current.source.record} of {current.source.dataset}: same structure and level "
+        f"of theory but different values ({current.properties.present()} vs {incoming.properties.present()})",
+        field="properties",
+    )
+
+
+class IngestWriter:
+    """Writes reader output into a ``Database``; see the module docstring for the rules."""
+
+    def __init__(self, db: Database, batch_size: int | None = None) -> None:
+        self.db = db
+        self.batch_size = batch_size or db.settings.ingest_batch_size
+        self.ledger: Store = db.store(LEDGER, key="ledger_key")
+
+    def write(
+        self, results: Iterable[ReadResult], on_progress: Callable[[int], None] | None = None
+    ) -> IngestReport:
+        """Ingest every result; ``on_progress(n)`` is called after each batch of ``n`` records."""
+        report = IngestReport()
+        for batch in chunks(results, self.batch_size):
+            self._write_batch(batch, report)
+            if on_progress:
+                on_progress(len(batch))
+        return report
+
+    # -- one batch --------------------------------------------------------------------------
+    def _write_batch(self, batch: list[ReadResult], report: IngestReport) -> None:
+        report.read += len(batch)
+        raw = [item for item in batch if isinstance(item, RawRecord)]
+        report.rejected += [item for item in batch if isinstance(item, InvalidRecord)]
+        to_parse = self._changed(raw, report)
+        records: list[tuple[RawRecord, Record]] = []
+        for item in to_parse:
+            try:
+                records.append((item, item.parse()))
+            except ValueError as error:  # bad input (InvalidRecord, pydantic, parsers); bugs propagate
+                report.rejected.append(rejected(error, item.name))
+        stored_s = self._load(self.db.structures, "structure_id", StructureDoc, records, "structures")
+        stored_c = self._load(self.db.calculations, "calculation_id", CalculationDoc, records, "calculations")
+        staged_s: dict[str, StructureDoc] = {}
+        staged_c: dict[str, CalculationDoc] = {}
+        accepted: list[tuple[RawRecord, Record]] = []
+        for item, record in records:
+            try:
+                these_c = {}
+                for calc in record.calculations:
+                    current = these_c.get(calc.calculation_id) or staged_c.get(calc.calculation_id)
+                    these_c[calc.calculation_id] = merge_calculation(
+                        current or stored_c.get(calc.calculation_id), calc
+                    )
+                these_s = {}
+                for doc in record.structures:
+                    current = these_s.get(doc.structure_id) or staged_s.get(doc.structure_id)
+                    these_s[doc.structure_id] = merge_structure(current or stored_s.get(doc.structure_id), doc)
+            except InvalidRecord as error:
+                report.rejected.append(rejected(error, record.name))
+                continue
+            staged_s.update(these_s)
+            staged_c.update(these_c)
+            accepted.append((item, record))
+        self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures)
+        self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations)
+        self._record_ledger(accepted)
+
+    def _changed(self, raw: list[RawRecord], report: IngestReport) -> list[RawRecord]:
+        """The records that must be parsed: not in the ledger, changed, or whose documents are gone."""
+        if not raw:
+            return []
+        entries = {
+            entry["ledger_key"]: entry
+            for entry in self.ledger.query({"ledger_key": {"$in": [item.ledger_key for item in raw]}})
+        }
+        candidates = [item for item in raw if entries.get(item.ledger_key, {}).get("digest") == item.digest]
+        wanted_s = {sid for item in candidates for sid in entries[item.ledger_key]["structure_ids"]}
+        wanted_c = {cid for item in candidates for cid in entries[item.ledger_key]["calculation_ids"]}
+        have_s = _existing(self.db.structures, "structure_id", wanted_s)
+        have_c = _existing(self.db.calculations, "calculation_id", wanted_c)
+        skip = set()
+        for item in candidates:
+            entry = entries[item.ledger_key]
+            if set(entry["structure_ids"]) <= have_s and set(entry["calculation_ids"]) <= have_c:
+                skip.add(item.ledger_key)
+        report.skipped_unchanged += len(skip)
+        return [item for item in raw if item.ledger_key not in skip]
+
+    def _load(
+        self,
+        store: Store,
+        key: str,
+        document: type[Any],
+        records: list[tuple[RawRecord, Record]],
+        attribute: str,
+    ) -> dict[str, Any]:
+        ids = list({getattr(doc, key) for _, record in records for doc in getattr(record, attribute)})
+        if not ids:
+            return {}
+        found = {}
+        for stored in store.query({key: {"$in": ids}}):
+            stored.pop("_id", None)
+            found[stored[key]] = document.model_validate(stored)
+        return found
+
+    def _upsert(
+        self, store: Store, key: str, staged: dict[str, Any], stored: dict[str, Any], counts: Counts
+    ) -> None:
+        now = utcnow()
+        writes = []
+        for doc_id, doc in staged.items():
+            old = stored.get(doc_id)
+            if old is None:
+                doc = doc.model_copy(update={"created_at": now, "last_updated": now})
+                counts.new += 1
+            elif old.content_digest() == doc.content_digest():
+                counts.unchanged += 1
+                continue
+            else:
+                doc = doc.model_copy(update={"created_at": old.created_at, "last_updated": now})
+                counts.updated += 1
+            writes.append(type(doc).model_validate(doc.model_dump()).to_store())  # re-validate what we write
+        if writes:
+            store.update(writes, key=key)
+
+    def _record_ledger(self, accepted: list[tuple[RawRecord, Record]]) -> None:
+        entries = [
+            {
+                "ledger_key": item.ledger_key,
+                "dataset": item.dataset,
+                "record": item.key,
+                "digest": item.digest,
+                "structure_ids": sorted({doc.structure_id for doc in record.structures}),
+                "calculation_ids": sorted({calc.calculation_id for calc in record.calculations}),
+                "last_updated": utcnow(),
+            }
+            for item, record in accepted
+        ]
+        if entries:
+            self.ledger.update(entries, key="ledger_key")
+
+
+def _existing(store: Store, key: str, ids: set[str]) -> set[str]:
+    if not ids:
+        return set()
+    return {doc[key] for doc in store.query({key: {"$in": sorted(ids)}}, properties=[key])}
