@@ -23,6 +23,7 @@ from perovdb.artifacts import ArtifactStore, DirectoryArtifactStore, GridFSArtif
 from perovdb.config import Settings, get_settings
 from perovdb.documents import COLLECTIONS
 from perovdb.errors import ConfigurationError
+from perovdb.locks import ThreadLocks, document_lock, file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 INDEXES: dict[str, tuple[str, ...]] = {
     "structures": ("reduced_formula", "elements", "nsites", "origin", "perovskite.mixing_type", "last_updated"),
     "calculations": ("structure_id", "level_of_theory", "source.dataset", "last_updated"),
-    "materials": ("structure_id", "reduced_formula", "elements", "group_key", "last_updated"),
+    "materials": ("structure_ids", "reduced_formula", "elements", "group_key", "last_updated"),
     "models": ("name", "target_property", "active", "last_updated"),
     "predictions": ("model_id", "structure_id", "property", "stale", "last_updated"),
     "evaluations": ("model_id", "property", "last_updated"),
@@ -44,6 +45,44 @@ def redact_uri(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def upsert(store: Store, docs: list[dict] | dict, key: list | str | None = None) -> None:
+    """Upsert by key with one ``insert_many`` for new documents and ``replace_one`` only for existing ones.
+
+    mongomock and montydb have no fast bulk upsert (maggma's ``bulk_write`` of ``ReplaceOne`` scans the
+    collection once per document there), so both backends' stores write through this.
+    """
+    docs = [docs] if isinstance(docs, dict) else list(docs)
+    if not docs:
+        return
+    key = key or store.key
+    fields = key if isinstance(key, list) else [key]
+    docs = [jsanitize(d, allow_bson=True) for d in docs]
+    if store.validator:
+        for d in docs:
+            if not store.validator.is_valid(d):
+                raise ValueError(store.validator.validation_errors(d))
+    latest: dict[tuple, dict] = {tuple(d[f] for f in fields): d for d in docs}  # last one wins, as in MongoDB
+    collection = store._collection
+    existing: dict[tuple, Any] = {}
+    if len(fields) == 1:
+        for d in collection.find({fields[0]: {"$in": [k[0] for k in latest]}}, {fields[0]: 1}):
+            existing[(d[fields[0]],)] = d["_id"]
+    else:
+        for k in latest:
+            found = collection.find_one(dict(zip(fields, k)), {"_id": 1})
+            if found is not None:
+                existing[k] = found["_id"]
+    new = [d for k, d in latest.items() if k not in existing]
+    if new:
+        collection.insert_many(new)
+    replace = getattr(store, "replace_by_id", None)
+    if replace is not None and existing:
+        replace([{**latest[k], "_id": _id} for k, _id in existing.items()])
+    else:
+        for k in existing:
+            collection.replace_one(dict(zip(fields, k)), latest[k], upsert=True)
 
 
 class SharedMemoryStore(MemoryStore):
@@ -63,6 +102,10 @@ class SharedMemoryStore(MemoryStore):
     def close(self) -> None:
         """Nothing to release; the data stays with the Database."""
 
+    def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
+        """Upsert by key (see ``upsert``)."""
+        upsert(self, docs, key)
+
     @property
     def name(self) -> str:
         return f"memory://{self.collection_name}"
@@ -76,29 +119,16 @@ class EmbeddedStore(MontyStore):
         return False
 
     def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
-        """Upsert: one ``insert_many`` for new documents, ``replace_one`` only for existing ones."""
-        docs = [docs] if isinstance(docs, dict) else list(docs)
-        if not docs:
-            return
-        key = key or self.key
-        fields = key if isinstance(key, list) else [key]
-        docs = [jsanitize(d, allow_bson=True) for d in docs]
-        if self.validator:
-            for d in docs:
-                if not self.validator.is_valid(d):
-                    raise ValueError(self.validator.validation_errors(d))
-        latest: dict[tuple, dict] = {tuple(d[f] for f in fields): d for d in docs}  # last one wins, as in MongoDB
-        existing: set[tuple] = set()
-        if len(fields) == 1:
-            found = self._collection.find({fields[0]: {"$in": [k[0] for k in latest]}}, {fields[0]: 1})
-            existing = {(d[fields[0]],) for d in found}
-        else:
-            existing = {k for k in latest if self._collection.count_documents(dict(zip(fields, k)), limit=1)}
-        new = [d for k, d in latest.items() if k not in existing]
-        if new:
-            self._collection.insert_many(new)
-        for k in existing:
-            self._collection.replace_one(dict(zip(fields, k)), latest[k], upsert=True)
+        """Upsert by key (see ``upsert``)."""
+        upsert(self, docs, key)
+
+    def replace_by_id(self, docs: list[dict]) -> None:
+        """Replace documents by ``_id`` in one storage transaction.
+
+        montydb's ``replace_one`` scans and decodes the whole collection per call; its storage layer
+        updates by ``_id`` directly, all documents in one transaction.
+        """
+        self._collection._storage.update_many(self._collection, docs)
 
 
 class Database:
@@ -110,7 +140,22 @@ class Database:
         self.backend = _backend_of(uri)
         self._stores: dict[str, Store] = {}
         self._mongomock_client: Any = None
+        self._thread_locks = ThreadLocks()
         self.artifacts: ArtifactStore = self._make_artifacts()
+
+    @contextmanager
+    def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
+        """Hold the named writer lock (e.g. ``"ingest"``, ``"build"``) across threads, processes and hosts."""
+        if self.backend == "memory":
+            with self._thread_locks.hold(name, timeout):
+                yield
+        elif self.backend == "monty":
+            assert self.embedded_path is not None
+            with file_lock(self.embedded_path, name, timeout):
+                yield
+        else:
+            with document_lock(self._pymongo_database()["locks"], name, timeout):
+                yield
 
     # -- stores ---------------------------------------------------------------------------
     def store(self, name: str, key: str | None = None) -> Store:

@@ -24,6 +24,9 @@ class EvaluationDoc(PerovdbDocument):
     pairs: list[dict[str, float | str]] = Field(
         default_factory=list, description="Parity pairs: structure_id, predicted, reference."
     )
+    inputs_digest: str | None = Field(
+        default=None, description="Hash of the predictions and reference calculations compared (for incremental builds)."
+    )
     job_uuid: str | None = Field(default=None, description="Job or builder run that computed it.")
 
     @staticmethod

@@ -6,15 +6,16 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from pymatgen.core import Structure
+from pymatgen.core import DummySpecies, Element, Species, Structure
 
 from perovdb.documents.base import PerovdbDocument, Source, content_hash
 from perovdb.errors import InvalidRecord
 
 Origin = Literal["relaxed", "generated", "experimental", "unknown"]
 
-#: rounding used by the structure id: 1e-3 Å on the lattice, 1e-4 on fractional coordinates
+#: rounding used by the structure id: 1e-3 Å on lattice lengths, 1e-2 degrees on angles, 1e-4 on fractional coordinates
 LATTICE_DECIMALS = 3
+ANGLE_DECIMALS = 2
 FRACTIONAL_DECIMALS = 4
 
 
@@ -85,8 +86,7 @@ class StructureDoc(PerovdbDocument):
         """Describe ``structure``: composition, density, symmetry, perovskite sites and its id."""
         from perovdb.perovskite import assign_sites, reduced_perovskite_formula
 
-        if not structure.is_ordered:
-            raise InvalidRecord("disordered (partially occupied) sites are not supported", field="structure")
+        check_physical(structure)
         composition = structure.composition
         elements = sorted(el.symbol for el in composition.elements)
         symbol, number = _space_group(structure, symprec)
@@ -126,6 +126,28 @@ class StructureDoc(PerovdbDocument):
         )
 
 
+#: two atoms closer than this (Å) are overlapping, whatever the elements (H–C is about 1.09 Å)
+MIN_DISTANCE = 0.5
+
+
+def check_physical(structure: Structure) -> None:
+    """Raise ``InvalidRecord`` for what no real crystal has: disorder, dummy species, overlapping atoms."""
+    if not structure.is_ordered:
+        raise InvalidRecord("disordered (partially occupied) sites are not supported", field="structure")
+    for species in structure.composition:
+        if isinstance(species, DummySpecies) or not isinstance(species, (Element, Species)):
+            raise InvalidRecord(f"{species} is not a chemical element", field="species")
+    if len(structure) > 1:
+        centres, neighbours, _, distances = structure.get_neighbor_list(MIN_DISTANCE)
+        if len(centres):
+            i, j, d = centres[0], neighbours[0], distances[0]
+            raise InvalidRecord(
+                f"atoms {i} ({structure[i].species_string}) and {j} ({structure[j].species_string}) overlap: "
+                f"{d:.3f} Å apart (< {MIN_DISTANCE} Å)",
+                field="structure",
+            )
+
+
 def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -> str:
     """'Pure', or which sites hold more than one species ('B-site and X-site mixed')."""
     mixed = [name for name, site in (("A", a), ("B", b), ("X", x)) if len(site) > 1]
@@ -147,19 +169,20 @@ def _space_group(structure: Structure, symprec: float | None) -> tuple[str | Non
 
 
 def geometry_id(structure: Structure) -> str:
-    """Id of a geometry: lattice (Å, 1e-3) and species with wrapped fractional coordinates (1e-4), sorted.
+    """Id of a geometry: lattice parameters (Å 1e-3, degrees 1e-2) and species at wrapped fractional coordinates (1e-4), sorted.
 
-    The same cell read from a CIF, a POSCAR or a printed structure gets the same id; site order,
-    periodic images of a site and sub-tolerance noise do not matter. A different cell setting of the
-    same crystal (a supercell, a rotated cell) is a different geometry.
+    The same cell read from a CIF, a POSCAR or a printed structure gets the same id, however the file
+    orients it in Cartesian space; site order, periodic images of a site and sub-tolerance noise do not
+    matter. A different cell setting of the same crystal (a supercell, permuted axes) is a different geometry.
     """
-    lattice = np.round(structure.lattice.matrix, LATTICE_DECIMALS) + 0.0
+    lengths = np.round(structure.lattice.abc, LATTICE_DECIMALS) + 0.0
+    angles = np.round(structure.lattice.angles, ANGLE_DECIMALS) + 0.0
     frac = np.round(np.mod(np.round(structure.frac_coords, FRACTIONAL_DECIMALS), 1.0), FRACTIONAL_DECIMALS) % 1.0 + 0.0
     sites = sorted(
         (site.species.formula, *(f"{x:.{FRACTIONAL_DECIMALS}f}" for x in coords))
         for site, coords in zip(structure, frac, strict=True)
     )
-    lattice_text = [f"{x:.{LATTICE_DECIMALS}f}" for x in lattice.ravel()]
+    lattice_text = [f"{x:.{LATTICE_DECIMALS}f}" for x in lengths] + [f"{x:.{ANGLE_DECIMALS}f}" for x in angles]
     return "st-" + content_hash(["geometry", lattice_text, sites])
 
 

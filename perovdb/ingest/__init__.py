@@ -105,7 +105,8 @@ def ingest(
         origin=origin,
         seed=db.settings.generation_seed if seed is None else seed,
     )
-    return IngestWriter(db, batch_size=batch_size).write(stream, on_progress=on_progress)
+    with db.lock("ingest"):  # two ingests at once would race on merged sources
+        return IngestWriter(db, batch_size=batch_size).write(stream, on_progress=on_progress)
 
 
 def count_records(path: str | Path, kind: Kind = "auto") -> int | None:

@@ -11,6 +11,7 @@ import csv
 import math
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from perovdb.documents import CalculationDoc, CalculationProperties, Generation, LevelOfTheory, StructureDoc
 from perovdb.errors import InvalidRecord
@@ -126,7 +127,8 @@ def _parse_row(row: list[str], row_number: int, path: Path, dataset: str, level:
         fractions = SiteFractions.from_formula(formula)
     else:
         numbers = {col: _number(cell, f"fraction {col}") for col, cell in zip(COMPOSITION_COLUMNS, cells, strict=True)}
-        fractions = SiteFractions.from_columns({k: v or 0.0 for k, v in numbers.items()})
+        fractions = SiteFractions.from_columns({k: v or 0.0 for k, v in numbers.items()}).validate()
+        _check_formula_agrees(formula, fractions)
     fractions.validate()
     lattice_constant = values.get("lattice_constant")
     if lattice_constant is None:
@@ -152,6 +154,32 @@ def _parse_row(row: list[str], row_number: int, path: Path, dataset: str, level:
         source=source,
     )
     return Record(name=f"{path.name} row {row_number}", structures=[doc], calculations=[calculation])
+
+
+def _check_formula_agrees(formula: str, fractions: Any, tolerance: float = 0.02) -> None:
+    """Reject a row whose formula string and composition columns describe different compounds.
+
+    Labels that are not formulas (``K-Rb-Cs-BX3_184``) are not checked: the columns are all there is.
+    """
+    from perovdb.perovskite import SiteFractions
+
+    try:
+        named = SiteFractions.from_formula(formula)
+    except InvalidRecord:
+        return
+    for site in ("a", "b", "x"):
+        said, given = getattr(named, site), getattr(fractions, site)
+        species = set(said) | set(given)
+        if any(abs(said.get(sp, 0.0) - given.get(sp, 0.0)) > tolerance for sp in species):
+            raise InvalidRecord(
+                f"formula {formula!r} gives {site.upper()} site {_fmt(said)} but the composition columns give "
+                f"{_fmt(given)}",
+                field="formula",
+            )
+
+
+def _fmt(site: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{sp} {x:g}" for sp, x in sorted(site.items())) + "}"
 
 
 def _recipe_counts(fractions: object, supercell: int) -> dict[str, int]:

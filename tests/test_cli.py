@@ -1,0 +1,56 @@
+"""The CLI on the embedded store: ingest summary and exit codes, query formats, show, stats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from conftest import JARVIS
+from perovdb.cli import app
+
+runner = CliRunner()
+
+
+def test_ingest_query_show_stats(tmp_path):
+    uri = f"monty://{tmp_path / 'store'}"
+    args = ["ingest", str(JARVIS), "--property", "band_gap", "--level", "OptB88vdW", "--uri", uri]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "rejected: 0" in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "50 skipped unchanged" in again.output
+
+    out = runner.invoke(app, ["query", "structures", "--elements", "Si", "--format", "json", "--uri", uri])
+    docs = json.loads(out.stdout)
+    assert docs and all("Si" in d["elements"] for d in docs)
+
+    out = runner.invoke(app, ["query", "calculations", "--fields", "structure_id,properties.band_gap",
+                              "--limit", "0", "--format", "csv", "--uri", uri])  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(rows) == 50 and all(float(r["properties.band_gap"]) >= 0 for r in rows)
+
+    shown = runner.invoke(app, ["show", docs[0]["structure_id"], "--uri", uri])
+    assert shown.exit_code == 0 and "OptB88vdW" in shown.output
+
+    stats = runner.invoke(app, ["stats", "--format", "json", "--uri", uri])
+    assert json.loads(stats.stdout)["collections"]["calculations"] == 50
+
+
+def test_rejections_give_exit_code_1_and_name_the_record(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(JARVIS / "POSCAR-JVASP-10.vasp", folder / "ok.vasp")
+    (folder / "bad.cif").write_text("not a cif at all")
+    result = runner.invoke(app, ["ingest", str(folder), "--uri", f"monty://{tmp_path / 's'}"])
+    assert result.exit_code == 1
+    assert "bad.cif" in result.output and "rejected: 1" in result.output
+
+
+def test_unsafe_filter_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["query", "structures", "--filter", '{"$where": "1"}', "--uri", "memory://"])
+    assert result.exit_code == 3
+    assert "$where" in result.output

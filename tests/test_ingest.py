@@ -1,0 +1,222 @@
+"""Ingest of the group's real data on every backend: readers, dedup, idempotency, bad input."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Structure
+
+from conftest import HSE_TABLE, JARVIS, MULTIFIDELITY, PBE_TABLE
+from perovdb.ingest import detect_kind, ingest
+from perovdb.query import find
+
+
+def snapshot(db) -> dict[str, dict]:
+    """Every stored structure and calculation, for 'nothing changed' assertions."""
+    return {
+        name: {d[key]: d for d in find(db, name, {})}
+        for name, key in (("structures", "structure_id"), ("calculations", "calculation_id"))
+    }
+
+
+def test_detect_kind_of_shipped_data():
+    assert detect_kind(MULTIFIDELITY) == "multifidelity"
+    assert detect_kind(PBE_TABLE) == "composition-table"
+    assert detect_kind(HSE_TABLE) == "composition-table"
+    assert detect_kind(JARVIS) == "id-prop"
+    assert detect_kind(JARVIS / "POSCAR-JVASP-10.vasp") == "structures"
+
+
+def test_jarvis_id_prop_folder(db):
+    report = ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW")
+    assert report.ok and report.read == 50
+    assert (report.structures.new, report.calculations.new) == (50, 50)
+    calcs = find(db, "calculations", {})
+    assert {c["level_of_theory"] for c in calcs} == {"OptB88vdW"}
+    with open(JARVIS / "id_prop.csv") as handle:
+        expected = {row[0]: float(row[1]) for row in csv.reader(handle)}
+    stored = {c["source"]["record"]: c["properties"]["band_gap"] for c in calcs}
+    assert stored == expected
+    # the POSCAR geometry survives the round trip
+    doc = find(db, "structures", {"sources.record": "POSCAR-JVASP-10.vasp"})
+    original = Structure.from_file(JARVIS / "POSCAR-JVASP-10.vasp")
+    assert Structure.from_dict(doc[0]["structure"]).matches(original)
+
+
+def test_id_prop_needs_property_and_level(db):
+    from perovdb.errors import InvalidRecord
+
+    with pytest.raises(InvalidRecord, match="property"):
+        ingest(db, JARVIS)
+    with pytest.raises(InvalidRecord, match="unknown property"):
+        ingest(db, JARVIS, property_name="colour", level="PBE")
+
+
+@pytest.mark.slow
+def test_multifidelity_set(db):
+    report = ingest(db, MULTIFIDELITY)
+    assert report.ok, report.rejected[:3]
+    assert report.read == 983
+    # 977 distinct texts but 620 distinct geometries: 362 HSE06 rows were computed on the PBE-relaxed
+    # geometry of a PBE row (their texts differ only in how coordinates near 0/1 are wrapped and in the
+    # sign of zero magmoms), and rows 40 and 623 are the same PBE calculation twice (one calculation,
+    # two sources)
+    assert report.structures.new == 620
+    assert report.calculations.new == 982
+    structures = find(db, "structures", {}, fields=["nsites", "origin", "phase", "perovskite", "sources"])
+    sizes = [s["nsites"] for s in structures]
+    assert (min(sizes), max(sizes)) == (10, 288)
+    assert {s["origin"] for s in structures} == {"relaxed"}
+    with open(MULTIFIDELITY, newline="") as handle:
+        phase_of_row = {str(i): row["Crystal Structure"] for i, row in enumerate(csv.DictReader(handle), start=1)}
+    assert all(s["phase"] == phase_of_row[src["record"]] for s in structures for src in s["sources"])
+    assert all(s["perovskite"] is not None for s in structures)
+    levels = Counter(c["level_of_theory"] for c in find(db, "calculations", {}))
+    assert levels == {"PBE": 612, "HSE06": 370}
+    twice = [s for s in structures if len(s["sources"]) == 2]
+    assert len(twice) == 363
+    # the same data again: nothing new, nothing parsed
+    again = ingest(db, MULTIFIDELITY)
+    assert (again.new, again.updated, again.skipped_unchanged) == (0, 0, 983)
+
+
+@pytest.mark.slow
+def test_composition_tables_merge_per_composition(db):
+    pbe = ingest(db, PBE_TABLE)
+    # row 512 names Sr in its formula but its composition columns say Ca, like row 511: rejected, not merged
+    assert [(e.record, e.field) for e in pbe.rejected] == [("PBE_data.csv row 512", "formula")]
+    assert (pbe.structures.new, pbe.calculations.new) == (549, 549)
+    hse = ingest(db, HSE_TABLE)
+    assert hse.ok
+    assert (hse.structures.new, hse.calculations.new) == (0, 298)  # every HSE06 composition is also in PBE
+    structures = find(db, "structures", {})
+    assert len(structures) == 549 and {s["origin"] for s in structures} == {"generated"}
+    per_structure = Counter(c["structure_id"] for c in find(db, "calculations", {}))
+    assert Counter(per_structure.values()) == {2: 298, 1: 251}
+    # the geometry follows the PBE lattice constant whatever the ingest order
+    shared = next(s for s in structures if len(s["sources"]) == 2)
+    assert shared["generation"]["lattice_constant_level"] == "PBE"
+    # supercell sizes follow the mixing type, and the stored formula is the generated cell's
+    sizes = Counter(s["generation"]["supercell"] for s in structures)
+    assert sizes[3] == 5 and sizes[4] == 9 and sizes[2] == 535
+    big = find(db, "structures", {"sources.label": "MA_27Pb_26_BaI_81"})[0]
+    counts = Structure.from_dict(big["structure"]).composition.get_el_amt_dict()
+    assert (counts["Pb"], counts["Ba"], counts["I"], counts["C"], counts["N"], counts["H"]) == (26, 1, 81, 27, 27, 162)
+    # not computed is None, never zero: 36 PBE rows have no dielectric constant
+    pbe_calcs = find(db, "calculations", {"level_of_theory": "PBE", "properties.dielectric_constant": None})
+    assert len(pbe_calcs) == 36
+
+
+def test_hse_before_pbe_gives_the_same_structures(tmp_path):
+    """Order independence of the merge: same final geometries either way (subset for speed)."""
+    from conftest import make_database
+
+    first, second = make_database("memory", tmp_path), make_database("memory", tmp_path)
+    pbe_rows, hse_rows = _rows(PBE_TABLE)[:90], _rows(HSE_TABLE)[:90]
+    pbe_file, hse_file = tmp_path / "PBE_data.csv", tmp_path / "HSE_data.csv"
+    _write_rows(pbe_file, pbe_rows)
+    _write_rows(hse_file, hse_rows)
+    for db, order in ((first, (pbe_file, hse_file)), (second, (hse_file, pbe_file))):
+        for path in order:
+            assert ingest(db, path, dataset=f"tables/{path.name}").ok
+    def content(db) -> dict[str, dict]:
+        return {
+            name: {key: (doc.get("structure"), doc.get("properties")) for key, doc in docs.items()}
+            for name, docs in snapshot(db).items()
+        }
+
+    assert content(first) == content(second)
+    assert len(content(first)["calculations"]) == 180
+
+
+def test_reingest_is_idempotent_even_when_reparsed(db):
+    ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW")
+    before = snapshot(db)
+    db.store("ingest_ledger").remove_docs({})  # forget the ledger: every record is parsed again
+    again = ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW")
+    assert (again.new, again.updated, again.skipped_unchanged) == (0, 0, 0)
+    assert again.structures.unchanged == 50
+    assert snapshot(db) == before
+
+
+def test_same_structure_from_two_sources_is_one_document(db, tmp_path):
+    """A CIF and a POSCAR of the same cell (site order shuffled, one atom re-wrapped) share an id."""
+    ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW")
+    original = Structure.from_file(JARVIS / "POSCAR-JVASP-10.vasp")
+    shuffled = Structure.from_sites(list(reversed(original.sites)))
+    shuffled.translate_sites([0], [1.0, 0.0, 0.0], frac_coords=True, to_unit_cell=False)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shuffled.to(filename=str(folder / "same.cif"))
+    report = ingest(db, folder, dataset="my_cifs")
+    assert report.ok and report.structures.new == 0 and report.structures.updated == 1
+    doc = find(db, "structures", {"sources.dataset": "my_cifs"})
+    assert len(doc) == 1 and {s["dataset"] for s in doc[0]["sources"]} == {"jarvis_alignn_sample", "my_cifs"}
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+def test_bad_table_rows_are_rejected_by_name_and_field(db, tmp_path):
+    rows = _rows(HSE_TABLE)[:12]
+    good = [list(r) for r in rows]
+    _write_rows(tmp_path / "HSE_data.csv", good[:6])
+    assert ingest(db, tmp_path / "HSE_data.csv", dataset="t").ok
+    before = snapshot(db)
+
+    bad = [list(r) for r in rows]
+    bad[0][3] = "-0.5"  # negative band gap (row 1 was stored before: must stay as it was)
+    bad[6] = bad[6][:30]  # wrong column count
+    bad[7][3] = "nan"  # NaN band gap
+    bad[8][6 + 10] = "1.5"  # Pb fraction (columns K Rb Cs MA FA Ca Sr Ba Ge Sn Pb …): B site no longer sums to 1
+    bad[9][2] = "0"  # lattice constant out of range
+    _write_rows(tmp_path / "HSE_data.csv", bad)
+    report = ingest(db, tmp_path / "HSE_data.csv", dataset="t")
+    rejected = {e.record: e.field for e in report.rejected}
+    assert rejected == {
+        "HSE_data.csv row 1": "band_gap",
+        "HSE_data.csv row 7": "columns",
+        "HSE_data.csv row 8": "band_gap",
+        "HSE_data.csv row 9": "fractions.B",
+        "HSE_data.csv row 10": "lattice_constant",
+    }
+    assert report.calculations.new == 2  # rows 11 and 12
+    after = snapshot(db)
+    for name in before:
+        for key, doc in before[name].items():
+            assert after[name][key] == doc  # nothing stored before changed
+    assert len(after["calculations"]) == 8
+
+
+def test_bad_structure_files(db, tmp_path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    shutil.copy(JARVIS / "POSCAR-JVASP-10.vasp", folder / "good.vasp")
+    (folder / "broken.cif").write_text("data_broken\n_cell_length_a 5\nthis is not a cif\n")
+    overlapping = Structure(
+        [[5, 0, 0], [0, 5, 0], [0, 0, 5]], ["Cs", "Pb", "I"], [[0, 0, 0], [0.01, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    overlapping.to(filename=str(folder / "overlap.cif"))
+    unknown = (JARVIS / "POSCAR-JVASP-10.vasp").read_text().splitlines()
+    unknown[5] = " ".join("Xx" for _ in unknown[5].split())  # species line of a VASP 5 POSCAR
+    (folder / "unknown.vasp").write_text("\n".join(unknown) + "\n")
+    report = ingest(db, folder, dataset="mine")
+    rejected = {e.record: e.field for e in report.rejected}
+    assert set(rejected) == {"broken.cif", "overlap.cif", "unknown.vasp"}
+    assert rejected["overlap.cif"] == "structure"
+    assert report.structures.new == 1
+    assert all(str(e).startswith(e.record) for e in report.rejected)
