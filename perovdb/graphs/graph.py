@@ -1,0 +1,140 @@
+"""``CrystalGraph``: an ALIGNN atom graph plus its line graph as numpy arrays, and ``build_graph``."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, fields
+from functools import lru_cache
+
+import numpy as np
+from pymatgen.core import Structure
+
+from perovdb.graphs.neighbors import (
+    bond_cosines,
+    jarvis_cart_coords,
+    k_nearest_edges,
+    line_graph_edges,
+    pure_top_k_edges,
+)
+from perovdb.graphs.settings import GraphSettings
+
+#: bumped when the arrays or their meaning change (part of the serialised graph)
+FORMAT_VERSION = 1
+
+
+@lru_cache(maxsize=256)
+def _element_features(symbol: str, atom_features: str) -> tuple[float, ...]:
+    from jarvis.core.specie import get_node_attributes
+
+    return tuple(float(x) for x in get_node_attributes(symbol, atom_features=atom_features))
+
+
+def atom_feature_matrix(symbols: list[str], atom_features: str = "cgcnn") -> np.ndarray:
+    """Node features of ``symbols`` as ALIGNN uses them (jarvis ``get_node_attributes``), float32 [n, F]."""
+    return np.array([_element_features(s, atom_features) for s in symbols], dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class CrystalGraph:
+    """Atom graph (nodes = atoms, directed edges = bonds) and line graph (nodes = bonds, edges = bond pairs).
+
+    ``vectors[e] = cart[dst[e]] + images[e] @ lattice - cart[src[e]]`` (Å); line-graph edge ``t`` joins
+    bond ``lg_src[t]`` (u→v) to bond ``lg_dst[t]`` (v→w), with the cosine of the angle at v in ``cosines``.
+    """
+
+    atom_features: np.ndarray  # (n, F) float32
+    atomic_numbers: np.ndarray  # (n,) int32
+    frac_coords: np.ndarray  # (n, 3) float64
+    lattice: np.ndarray  # (3, 3) float64, rows are lattice vectors
+    src: np.ndarray  # (E,) int64
+    dst: np.ndarray  # (E,) int64
+    images: np.ndarray  # (E, 3) int32
+    vectors: np.ndarray  # (E, 3) float32
+    lg_src: np.ndarray  # (T,) int64
+    lg_dst: np.ndarray  # (T,) int64
+    cosines: np.ndarray  # (T,) float32
+    settings_hash: str = ""
+
+    @property
+    def num_atoms(self) -> int:
+        """Atoms (graph nodes)."""
+        return int(self.atomic_numbers.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        """Directed bonds (graph edges = line-graph nodes)."""
+        return int(self.src.shape[0])
+
+    @property
+    def num_line_graph_edges(self) -> int:
+        """Bond pairs (line-graph edges)."""
+        return int(self.lg_src.shape[0])
+
+    def to_bytes(self) -> bytes:
+        """Serialise with ``np.savez`` (no pickle)."""
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings_hash"}
+        meta = json.dumps({"format_version": FORMAT_VERSION, "settings_hash": self.settings_hash})
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(meta), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CrystalGraph:
+        """Inverse of ``to_bytes``."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"graph format {meta.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+            arrays = {f.name: archive[f.name] for f in fields(cls) if f.name != "settings_hash"}
+        return cls(settings_hash=meta["settings_hash"], **arrays)
+
+    def equals(self, other: CrystalGraph) -> bool:
+        """Same settings and identical arrays."""
+        return self.settings_hash == other.settings_hash and all(
+            np.array_equal(getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if f.name != "settings_hash"
+        )
+
+
+def _symbols(structure: Structure) -> list[str]:
+    symbols = []
+    for site in structure:
+        if not site.is_ordered:
+            raise ValueError("disordered sites cannot become a crystal graph")
+        symbols.append(site.specie.symbol)
+    return symbols
+
+
+def build_graph(structure: Structure, settings: GraphSettings | None = None) -> CrystalGraph:
+    """The ALIGNN graph and line graph of ``structure`` (MA/FA molecules are plain C, N, H atoms)."""
+    settings = settings or GraphSettings()
+    symbols = _symbols(structure)
+    lattice = np.array(structure.lattice.matrix, dtype=float)
+    frac = np.array(structure.frac_coords, dtype=float)
+    if settings.neighbor_strategy == "pure-top-k":
+        cart = jarvis_cart_coords(frac, lattice)  # as upstream's jarvis Atoms has it, so ties match
+        edges = pure_top_k_edges(cart, lattice, settings.cutoff, settings.max_neighbors)
+    else:
+        edges = k_nearest_edges(frac, lattice, settings.cutoff, settings.max_neighbors, settings.use_canonize)
+    allowed = None
+    if settings.three_body_cutoff is not None and settings.three_body_cutoff < settings.cutoff:
+        allowed = np.linalg.norm(edges.vectors, axis=1) <= np.float32(settings.three_body_cutoff)
+    lg_src, lg_dst = line_graph_edges(
+        edges.src, edges.dst, len(symbols), allowed, exclude_self=settings.neighbor_strategy == "k-nearest"
+    )
+    return CrystalGraph(
+        atom_features=atom_feature_matrix(symbols, settings.atom_features),
+        atomic_numbers=np.array([site.specie.Z for site in structure], dtype=np.int32),
+        frac_coords=frac,
+        lattice=lattice,
+        src=edges.src,
+        dst=edges.dst,
+        images=edges.images,
+        vectors=edges.vectors,
+        lg_src=lg_src,
+        lg_dst=lg_dst,
+        cosines=bond_cosines(edges.vectors, lg_src, lg_dst),
+        settings_hash=settings.settings_hash,
+    )

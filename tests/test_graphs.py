@@ -1,0 +1,144 @@
+"""Crystal graphs: upstream edge-count parity for both strategies, serialisation, cache, molecules, settings."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Structure
+
+from perovdb.artifacts import MemoryArtifactStore
+from perovdb.graphs import CrystalGraph, GraphCache, GraphSettings, build_graph, build_graphs, collate
+from perovdb.perovskite import SiteFractions, generate_supercell
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream_alignn"
+JARVIS = Path(__file__).resolve().parent.parent / "data" / "jarvis_alignn_sample"
+REFERENCES = {"pure-top-k": "alignn2_pure_tiny_reference.csv", "k-nearest": "alignn_classic_tiny_reference.csv"}
+
+
+def reference_rows(strategy: str) -> list[dict[str, str]]:
+    with open(FIXTURES / REFERENCES[strategy]) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("strategy", ["pure-top-k", "k-nearest"])
+def test_edge_counts_match_upstream(strategy: str) -> None:
+    settings = GraphSettings(neighbor_strategy=strategy)
+    rows = reference_rows(strategy)
+    assert len(rows) == 50
+    mismatches = []
+    for row in rows:
+        graph = build_graph(Structure.from_file(JARVIS / row["file"]), settings)
+        got = (graph.num_atoms, graph.num_edges, graph.num_line_graph_edges)
+        expected = (int(row["n_atoms"]), int(row["n_edges"]), int(row["n_line_graph_edges"]))
+        if got != expected:
+            mismatches.append((row["file"], got, expected))
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("strategy", ["pure-top-k", "k-nearest"])
+def test_graph_is_consistent(strategy: str) -> None:
+    structure = Structure.from_file(JARVIS / "POSCAR-JVASP-97570.vasp")
+    graph = build_graph(structure, GraphSettings(neighbor_strategy=strategy))
+    cart = structure.cart_coords
+    recomputed = cart[graph.dst] + graph.images @ structure.lattice.matrix - cart[graph.src]
+    np.testing.assert_allclose(recomputed, graph.vectors, atol=1e-4)
+    assert graph.atom_features.shape == (len(structure), 92)
+    assert np.all(graph.dst[graph.lg_src] == graph.src[graph.lg_dst])  # bond pairs share the middle atom
+    assert np.all(np.abs(graph.cosines) <= 1.0)
+    if strategy == "k-nearest":  # symmetrised: every bond has its reverse
+        forward = {(s, d, tuple(i)) for s, d, i in zip(graph.src, graph.dst, graph.images)}
+        assert all((d, s, tuple(-np.array(i))) in forward for s, d, i in forward)
+
+
+def test_three_body_cutoff_limits_line_graph() -> None:
+    structure = Structure.from_file(JARVIS / "POSCAR-JVASP-97570.vasp")
+    full = build_graph(structure, GraphSettings())
+    short = build_graph(structure, GraphSettings(three_body_cutoff=3.0))
+    assert short.num_edges == full.num_edges
+    assert 0 < short.num_line_graph_edges < full.num_line_graph_edges
+    lengths = np.linalg.norm(short.vectors, axis=1)
+    assert np.all(lengths[short.lg_src] <= 3.0) and np.all(lengths[short.lg_dst] <= 3.0)
+
+
+def test_bytes_round_trip() -> None:
+    graph = build_graph(Structure.from_file(JARVIS / "POSCAR-JVASP-10.vasp"), GraphSettings())
+    data = graph.to_bytes()
+    assert data[:2] == b"PK"  # an npz archive, read back without pickle
+    again = CrystalGraph.from_bytes(data)
+    assert again.equals(graph) and again.settings_hash == GraphSettings().settings_hash
+
+
+@pytest.mark.parametrize("strategy", ["pure-top-k", "k-nearest"])
+def test_methylammonium_perovskite_builds(strategy: str) -> None:
+    structure = generate_supercell(SiteFractions.from_formula("MAPbI_3"), 6.3)
+    assert {"C", "N", "H"} <= {el.symbol for el in structure.composition.elements}
+    graph = build_graph(structure, GraphSettings(neighbor_strategy=strategy))
+    assert graph.num_atoms == len(structure)
+    assert np.bincount(graph.src, minlength=graph.num_atoms).min() >= 12
+    assert graph.num_line_graph_edges > 0
+
+
+def test_settings_hash_changes_with_every_setting() -> None:
+    base = GraphSettings()
+    variants = [
+        GraphSettings(cutoff=6.0),
+        GraphSettings(max_neighbors=16),
+        GraphSettings(neighbor_strategy="k-nearest"),
+        GraphSettings(use_canonize=False),
+        GraphSettings(three_body_cutoff=4.0),
+        GraphSettings(atom_features="basic"),
+    ]
+    hashes = {base.settings_hash} | {v.settings_hash for v in variants}
+    assert len(hashes) == len(variants) + 1
+    assert GraphSettings().settings_hash == base.settings_hash
+    with pytest.raises(Exception):
+        base.cutoff = 5.0  # frozen
+    with pytest.raises(ValueError):
+        GraphSettings(cutoff=4.0, three_body_cutoff=5.0)
+
+
+def test_cache_hit_avoids_rebuilding() -> None:
+    settings = GraphSettings(neighbor_strategy="k-nearest")
+    cache = GraphCache(MemoryArtifactStore(), settings)
+    files = sorted(JARVIS.glob("POSCAR-*.vasp"))[:5]
+    structures = [(f.stem, Structure.from_file(f)) for f in files]
+    builds: list[str] = []
+
+    def counting_builder(structure: Structure, s: GraphSettings) -> CrystalGraph:
+        builds.append(structure.composition.reduced_formula)
+        return build_graph(structure, s)
+
+    first = build_graphs(structures, settings, cache=cache, progress=False, builder=counting_builder)
+    assert len(builds) == 5 and list(first) == [sid for sid, _ in structures]
+    assert sorted(cache.structure_ids()) == sorted(first)
+    assert all(key.startswith(f"graphs/{settings.settings_hash}/") for key in cache.artifacts.keys())
+    second = build_graphs(structures, settings, cache=cache, progress=False, builder=counting_builder)
+    assert len(builds) == 5  # nothing rebuilt
+    assert all(second[sid].equals(first[sid]) for sid in first)
+    other = GraphCache(cache.artifacts, GraphSettings())  # other settings: a miss
+    assert other.get(structures[0][0]) is None
+
+
+def test_parallel_build_equals_serial() -> None:
+    settings = GraphSettings(neighbor_strategy="k-nearest")
+    files = sorted(JARVIS.glob("POSCAR-*.vasp"))[:20]
+    structures = [(f.stem, Structure.from_file(f)) for f in files]
+    parallel = build_graphs(structures, settings, workers=2, progress=False)
+    serial = build_graphs(structures, settings, workers=1, progress=False)
+    assert list(parallel) == list(serial)
+    assert all(parallel[k].equals(serial[k]) for k in serial)
+
+
+def test_collate_offsets() -> None:
+    settings = GraphSettings()
+    graphs = [build_graph(Structure.from_file(JARVIS / f), settings) for f in ("POSCAR-JVASP-10.vasp", "POSCAR-JVASP-97570.vasp")]
+    batch = collate(graphs)
+    assert batch.size == 2
+    assert batch.g.num_nodes == sum(g.num_atoms for g in graphs)
+    assert batch.lg.num_nodes == batch.g.num_edges == sum(g.num_edges for g in graphs)
+    n0, e0 = graphs[0].num_atoms, graphs[0].num_edges
+    assert int(batch.g.src[e0:].min()) >= n0
+    assert int(batch.lg.src[graphs[0].num_line_graph_edges :].min()) >= e0
