@@ -1,0 +1,157 @@
+"""PredictionsBuilder: active ``models`` × ``structures`` → ``predictions``, incrementally.
+
+For every active model, each structure of its ``domain`` must have a current prediction: one whose id
+(model, structure, geometry digest) matches. New structures and structures whose geometry changed get a
+new prediction; a new model version is a new model and predicts everything; predictions that are no
+longer current (changed geometry, structure left the domain, model retired) are marked ``stale``, never
+deleted. Graphs come from the graph cache in the artifact store, so re-predicting never rebuilds them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from maggma.core import Store
+from pymatgen.core import Structure
+
+from perovdb.artifacts import ArtifactStore
+from perovdb.builders.base import BuildPlan, IncrementalBuilder
+from perovdb.db import chunks
+from perovdb.documents import PredictionDoc, content_hash, utcnow
+
+BUILDER_VERSION = "predictions-1"
+
+
+def geometry_digest(structure: dict[str, Any]) -> str:
+    """Digest of what a model sees of a structure document: its pymatgen structure."""
+    return content_hash(structure["structure"])
+
+
+class PredictionsBuilder(IncrementalBuilder):
+    """Keeps ``predictions`` of the active models current (see module docstring)."""
+
+    name = "predictions"
+    version = BUILDER_VERSION
+
+    def __init__(
+        self,
+        models: Store,
+        structures: Store,
+        predictions: Store,
+        artifacts: ArtifactStore,
+        full: bool = False,
+        batch_size: int = 128,
+        **kwargs: Any,
+    ):
+        self.models = models
+        self.structures = structures
+        self.predictions = predictions
+        self.artifacts = artifacts
+        self.batch_size = batch_size
+        self._loaded: dict[str, Any] = {}
+        super().__init__(sources=[models, structures], targets=[predictions], full=full, **kwargs)
+
+    def plan(self) -> BuildPlan:
+        """Per active model, the structures without a current prediction; stale-marking of the rest."""
+        current = {
+            p["prediction_id"]: p
+            for p in self.predictions.query(
+                {"stale": False}, properties=["prediction_id", "model_id", "structure_id"]
+            )
+        }
+        keep: set[str] = set()
+        plan = BuildPlan(total=0)
+        reasons: Counter[str] = Counter()
+        active = list(self.models.query({"active": True}, properties=["model_id", "domain"]))
+        predicted_by: dict[str, set[str]] = defaultdict(set)
+        for p in current.values():
+            predicted_by[p["model_id"]].add(p["structure_id"])
+        for model in active:
+            todo = []
+            for doc in self.structures.query(model.get("domain") or {}, properties=["structure_id", "structure"]):
+                plan.total += 1
+                pid = PredictionDoc.make_id(model["model_id"], doc["structure_id"], geometry_digest(doc))
+                if pid in current and not self.full:
+                    keep.add(pid)
+                    continue
+                keep.add(pid)
+                if self.full:
+                    reasons["full rebuild"] += 1
+                elif doc["structure_id"] in predicted_by[model["model_id"]]:
+                    reasons["structure changed"] += 1
+                else:
+                    reasons["new"] += 1
+                todo.append(doc["structure_id"])
+            for batch in chunks(todo, self.batch_size):
+                plan.build.append({"model_id": model["model_id"], "structure_ids": batch})
+        plan.remove = sorted(set(current) - keep)
+        if plan.remove:
+            reasons["to mark stale"] = len(plan.remove)
+        plan.reasons = dict(reasons)
+        return plan
+
+    def items_for(self, keys: list[Any]) -> Iterator[dict[str, Any]]:
+        """Each batch: the model id and its structures."""
+        for key in keys:
+            structures = list(
+                self.structures.query(
+                    {"structure_id": {"$in": key["structure_ids"]}}, properties=["structure_id", "structure"]
+                )
+            )
+            yield {"model_id": key["model_id"], "structures": structures}
+
+    def _model(self, model_id: str) -> Any:
+        if model_id not in self._loaded:
+            from perovdb.ml.registry import load_model_from
+
+            self._loaded[model_id] = load_model_from(self.models, self.artifacts, model_id)
+        return self._loaded[model_id]
+
+    def process_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """Predict one batch (graphs from the cache; weights from the artifact store)."""
+        from perovdb.graphs import GraphCache, build_graphs
+
+        loaded = self._model(item["model_id"])
+        cache = GraphCache(self.artifacts, loaded.config.graph)
+        pairs = [(s["structure_id"], Structure.from_dict(s["structure"])) for s in item["structures"]]
+        graphs = build_graphs(pairs, loaded.config.graph, cache=cache, progress=False)
+        values = loaded.predict([graphs[sid] for sid, _ in pairs])
+        now = utcnow()
+        docs = []
+        for structure, value in zip(item["structures"], values, strict=True):
+            digest = geometry_digest(structure)
+            docs.append(
+                PredictionDoc(
+                    prediction_id=PredictionDoc.make_id(item["model_id"], structure["structure_id"], digest),
+                    model_id=item["model_id"],
+                    structure_id=structure["structure_id"],
+                    structure_digest=digest,
+                    property=loaded.doc.target_property,
+                    unit=loaded.doc.unit,
+                    value=float(value),
+                    created_at=now,
+                    last_updated=now,
+                ).to_store()
+            )
+        return docs
+
+    def update_targets(self, items: list[list[dict[str, Any]]]) -> None:
+        """Upsert the new predictions (ids are content-derived: rerunning never duplicates)."""
+        docs = [doc for batch in items for doc in batch]
+        if docs:
+            self.predictions.update(docs, key="prediction_id")
+            self.changed += len(docs)
+
+    def remove_targets(self, keys: list[str]) -> int:
+        """Mark superseded predictions stale (kept for provenance, never deleted)."""
+        stale = list(self.predictions.query({"prediction_id": {"$in": keys}}))
+        now = utcnow()
+        for doc in stale:
+            doc.pop("_id", None)
+            doc["stale"] = True
+            doc["last_updated"] = now
+        if stale:
+            self.predictions.update(stale, key="prediction_id")
+        return len(stale)

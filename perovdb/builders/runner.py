@@ -1,0 +1,133 @@
+"""Run perovdb's builders in dependency order, under the database's build lock, and record each run."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from perovdb.builders.base import IncrementalBuilder
+from perovdb.db import Database, chunks
+from perovdb.documents import utcnow
+
+#: builder names in dependency order
+BUILD_ORDER: tuple[str, ...] = ("materials", "predictions", "evaluations")
+#: collection recording every (non-dry) run, for provenance
+RUNS_COLLECTION = "builder_runs"
+
+
+@dataclass
+class BuildReport:
+    """What one builder did (or, in a dry run, would do)."""
+
+    builder: str
+    version: str
+    dry_run: bool
+    total: int
+    planned: int
+    changed: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def make_builder(db: Database, name: str, *, full: bool = False) -> IncrementalBuilder:
+    """The builder ``name`` wired to ``db``'s stores."""
+    if name == "materials":
+        from perovdb.builders.materials import MaterialsBuilder
+
+        return MaterialsBuilder(db.structures, db.calculations, db.materials, full=full)
+    if name == "predictions":
+        from perovdb.builders.predictions import PredictionsBuilder
+
+        return PredictionsBuilder(db.models, db.structures, db.predictions, artifacts=db.artifacts, full=full)
+    if name == "evaluations":
+        from perovdb.builders.evaluations import EvaluationsBuilder
+
+        return EvaluationsBuilder(
+            db.models, db.predictions, db.calculations, db.structures, db.evaluations, full=full
+        )
+    raise ValueError(f"unknown builder {name!r}; choose from {', '.join(BUILD_ORDER)} or 'all'")
+
+
+def resolve(names: Iterable[str]) -> list[str]:
+    """Builder names in dependency order ('all' = every builder)."""
+    wanted = set(names)
+    if "all" in wanted:
+        return list(BUILD_ORDER)
+    unknown = wanted - set(BUILD_ORDER)
+    if unknown:
+        raise ValueError(f"unknown builder(s) {sorted(unknown)}; choose from {', '.join(BUILD_ORDER)} or 'all'")
+    return [name for name in BUILD_ORDER if name in wanted]
+
+
+def run_builder(
+    db: Database,
+    builder: IncrementalBuilder,
+    *,
+    dry_run: bool = False,
+    chunk_size: int = 100,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BuildReport:
+    """Plan and run one builder; in a dry run only plan (nothing is written)."""
+    started, clock = utcnow(), time.perf_counter()
+    builder.connect()
+    plan = builder.plan()
+    report = BuildReport(
+        builder=builder.name,
+        version=builder.version,
+        dry_run=dry_run,
+        total=plan.total,
+        planned=len(plan.build),
+        removed=len(plan.remove),
+        reasons=plan.reasons,
+    )
+    if dry_run:
+        report.seconds = time.perf_counter() - clock
+        return report
+    done = 0
+    builder.total = len(plan.build)
+    for chunk in chunks(builder.items_for(plan.build), chunk_size):
+        builder.update_targets([builder.process_item(item) for item in chunk])
+        done += len(chunk)
+        if on_progress:
+            on_progress(done, len(plan.build))
+    report.removed = builder.remove_targets(plan.remove) if plan.remove else 0
+    report.changed = builder.changed
+    report.seconds = time.perf_counter() - clock
+    report.run_id = f"run-{uuid.uuid4().hex[:12]}"
+    db.store(RUNS_COLLECTION, key="run_id").update(
+        [{**asdict(report), "started": started, "finished": utcnow(), "host": socket.gethostname()}], key="run_id"
+    )
+    return report
+
+
+def run_builders(
+    db: Database,
+    names: Iterable[str] = ("all",),
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    lock_timeout: float = 600.0,
+) -> list[BuildReport]:
+    """Run the named builders in dependency order under the ``build`` lock (two runs never interleave)."""
+    reports = []
+    with db.lock("build", timeout=lock_timeout):
+        for name in resolve(names):
+            builder = make_builder(db, name, full=full)
+            progress = (lambda done, total, n=name: on_progress(n, done, total)) if on_progress else None
+            reports.append(run_builder(db, builder, dry_run=dry_run, on_progress=progress))
+    return reports
+
+
+def last_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
+    """The most recent recorded builder runs, newest first."""
+    runs = list(db.store(RUNS_COLLECTION, key="run_id").query({}, sort={"started": -1}, limit=limit))
+    for run in runs:
+        run.pop("_id", None)
+    return runs
