@@ -18,7 +18,7 @@ import numpy as np
 from maggma.core import Store
 
 from perovdb.builders.base import BuildPlan, IncrementalBuilder
-from perovdb.documents import PROPERTIES, EvaluationDoc, content_hash, utcnow
+from perovdb.documents import PROPERTIES, EvaluationDoc, content_hash
 
 BUILDER_VERSION = "evaluations-1"
 

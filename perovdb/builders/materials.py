@@ -41,17 +41,23 @@ LEVEL_PREFERENCE: tuple[str, ...] = (
 _STRUCTURE_FIELDS = ["structure_id", "reduced_formula", "perovskite", "phase", "origin", "last_updated"]
 
 
-def group_key(structure: dict[str, Any]) -> str:
-    """The matching rule: per-site composition + phase + origin (see module docstring)."""
+def compound_key(structure: dict[str, Any]) -> str:
+    """The compound: per-site composition with fractions rounded to 0.01 (reduced formula if not ABX3).
+
+    All phases and both functionals' geometries of one compound share it (used to group folds and splits).
+    """
     sites = structure.get("perovskite")
     if sites:
-        composition = "|".join(
+        return "|".join(
             site + ":" + ",".join(f"{sp}{round(x, 2):g}" for sp, x in sorted(sites[site].items()))
             for site in ("a", "b", "x")
         )
-    else:
-        composition = structure["reduced_formula"]
-    return f"{composition}#{structure.get('phase') or 'unknown'}#{structure['origin']}"
+    return structure["reduced_formula"]
+
+
+def group_key(structure: dict[str, Any]) -> str:
+    """The matching rule: compound + phase + origin (see module docstring)."""
+    return f"{compound_key(structure)}#{structure.get('phase') or 'unknown'}#{structure['origin']}"
 
 
 def material_id(key: str) -> str:

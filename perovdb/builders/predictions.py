@@ -9,6 +9,7 @@ deleted. Graphs come from the graph cache in the artifact store, so re-predictin
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -70,7 +71,8 @@ class PredictionsBuilder(IncrementalBuilder):
             predicted_by[p["model_id"]].add(p["structure_id"])
         for model in active:
             todo = []
-            for doc in self.structures.query(model.get("domain") or {}, properties=["structure_id", "structure"]):
+            domain = json.loads(model.get("domain") or "{}")
+            for doc in self.structures.query(domain, properties=["structure_id", "structure"]):
                 plan.total += 1
                 pid = PredictionDoc.make_id(model["model_id"], doc["structure_id"], geometry_digest(doc))
                 if pid in current and not self.full:

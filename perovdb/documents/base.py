@@ -22,6 +22,28 @@ def content_hash(payload: Any, length: int = 20) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+#: stands in for a leading '$' in stored keys (MongoDB filters kept as data, e.g. a job's query)
+ESCAPED_DOLLAR = "\uff04"
+
+
+def escape_keys(value: Any) -> Any:
+    """Copy of ``value`` whose dict keys starting with '$' start with a full-width '＄' instead (storable)."""
+    if isinstance(value, dict):
+        return {(ESCAPED_DOLLAR + k[1:] if isinstance(k, str) and k.startswith("$") else k): escape_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_keys(v) for v in value]
+    return value
+
+
+def unescape_keys(value: Any) -> Any:
+    """Inverse of ``escape_keys``."""
+    if isinstance(value, dict):
+        return {("$" + k[1:] if isinstance(k, str) and k.startswith(ESCAPED_DOLLAR) else k): unescape_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unescape_keys(v) for v in value]
+    return value
+
+
 class PerovdbDocument(BaseModel):
     """Base of every stored document: strict fields, UTC timestamps."""
 

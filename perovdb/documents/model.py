@@ -21,8 +21,8 @@ class ModelDoc(PerovdbDocument):
     target_level_of_theory: str | None = Field(default=None, description="Level of theory of the training targets.")
     unit: str = Field(description="Unit of the predictions.")
     active: bool = Field(default=False, description="Whether builders keep predictions of this model current.")
-    domain: dict[str, Any] = Field(
-        default_factory=dict, description="Filter on structures: the ones this model predicts (empty = all)."
+    domain: str = Field(
+        default="{}", description="Filter on structures, as JSON text: the ones this model predicts ('{}' = all)."
     )
     architecture_config: dict[str, Any] = Field(default_factory=dict, description="Architecture hyperparameters.")
     graph_settings: dict[str, Any] = Field(description="Every graph setting the model was trained with.")

@@ -7,16 +7,31 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def split_ids(ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, list[str]]:
+def split_ids(
+    ids: Sequence[str],
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> dict[str, list[str]]:
     """Shuffle ``ids`` with ``seed`` and cut into {"train", "val", "test"} by ``fractions``.
 
-    Val and test get at least one id each when their fraction is positive and there are ids to spare.
+    With ``groups`` (one key per id, e.g. the compound), whole groups are shuffled and cut, so no group
+    is on two sides. Val and test get at least one id (group) each when their fraction is positive and
+    there are enough to spare.
     """
     unique = list(dict.fromkeys(ids))
     if len(unique) != len(ids):
         raise ValueError("ids must be unique")
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions {fractions} do not sum to 1")
+    if groups is not None:
+        if len(groups) != len(ids):
+            raise ValueError("groups must have one entry per id")
+        members: dict[str, list[str]] = {}
+        for structure_id, group in zip(ids, groups, strict=True):
+            members.setdefault(group, []).append(structure_id)
+        cut = split_ids(sorted(members), fractions, seed)
+        return {part: [i for g in cut[part] for i in members[g]] for part in ("train", "val", "test")}
     order = np.random.default_rng(seed).permutation(len(unique))
     shuffled = [unique[i] for i in order]
     n = len(shuffled)

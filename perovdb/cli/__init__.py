@@ -2,89 +2,30 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from perovdb.config import get_settings
-from perovdb.db import Database, connect, redact_uri
+from perovdb.cli.common import (
+    DEFAULT_FIELDS,
+    REPO_DATA,
+    FormatOption,
+    UriOption,
+    app,
+    console,
+    err_console,
+    print_documents,
+    progress_bar,
+)
+from perovdb.cli.common import _cell
+from perovdb.cli.common import fail as _fail
+from perovdb.cli.common import open_db as _open
+from perovdb.db import redact_uri
 from perovdb.errors import PerovdbError
-
-app = typer.Typer(help="perovdb: halide perovskite structures, DFT results, ALIGNN models and predictions.")
-console = Console()
-err_console = Console(stderr=True)
-
-UriOption = Annotated[
-    str | None, typer.Option("--uri", help="Database URI (default: $PEROVDB_URI, else monty://.perovdb).")
-]
-FormatOption = Annotated[str, typer.Option("--format", "-F", help="table, json or csv.")]
-
-DEFAULT_FIELDS = {
-    "structures": ["structure_id", "formula", "reduced_formula", "nsites", "origin", "phase", "space_group_symbol"],
-    "calculations": ["calculation_id", "structure_id", "level_of_theory", "properties", "source.dataset"],
-    "materials": ["material_id", "reduced_formula", "preferred"],
-    "models": ["model_id", "name", "version", "target_property", "active", "metrics"],
-    "predictions": ["prediction_id", "model_id", "structure_id", "property", "value", "stale"],
-    "evaluations": ["evaluation_id", "model_id", "property", "reference_level_of_theory", "subset", "n", "mae"],
-}
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
-
-
-def _open(uri: str | None) -> Database:
-    return connect(uri, settings=get_settings())
-
-
-def _fail(error: Exception, code: int = 3) -> None:
-    err_console.print(f"[red]error:[/red] {error}")
-    raise typer.Exit(code)
-
-
-def _get(doc: dict[str, Any], dotted: str) -> Any:
-    value: Any = doc
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None)
-    if isinstance(value, list):
-        return ", ".join(_cell(v) for v in value)
-    return "" if value is None else str(value)
-
-
-def print_documents(docs: list[dict[str, Any]], fields: list[str], fmt: str, title: str | None = None) -> None:
-    """Print documents as a rich table, JSON lines-free JSON, or CSV."""
-    if fmt == "json":
-        sys.stdout.write(json.dumps(docs, indent=2, default=str) + "\n")
-    elif fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(fields)
-        for doc in docs:
-            writer.writerow([_cell(_get(doc, f)) for f in fields])
-        sys.stdout.write(buffer.getvalue())
-    elif fmt == "table":
-        table = Table(title=title)
-        for field in fields:
-            table.add_column(field)
-        for doc in docs:
-            table.add_row(*(_cell(_get(doc, f)) for f in fields))
-        console.print(table)
-    else:
-        raise typer.BadParameter(f"unknown format {fmt!r}: use table, json or csv")
-
 
 @app.command()
 def init(uri: UriOption = None) -> None:
@@ -119,7 +60,7 @@ def ingest(
     with _open(uri) as db:
         for path in paths:
             try:
-                with _progress() as progress:
+                with progress_bar() as progress:
                     task = progress.add_task(path.name, total=count_records(path, kind))  # type: ignore[arg-type]
                     report = run_ingest(
                         db,
@@ -140,18 +81,6 @@ def ingest(
         print_report("total", total)
     if not total.ok:
         raise typer.Exit(1)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    )
 
 
 def print_report(name: str, report: Any) -> None:
@@ -304,7 +233,7 @@ def demo(
     with _open(uri) as db:
         console.print(f"[bold]perovdb demo[/bold] on {redact_uri(db.uri)} ({db.backend})")
         for path, options in steps:
-            with _progress() as progress:
+            with progress_bar() as progress:
                 task = progress.add_task(path.name, total=count_records(path))
                 report = run_ingest(db, path, on_progress=lambda n, t=task: progress.advance(t, n), **options)
             print_report(path.name, report)
@@ -318,3 +247,6 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from perovdb.cli import workflows as _workflows  # noqa: E402,F401  (registers build, flow, provenance, model)

@@ -1,0 +1,303 @@
+"""jobflow jobs: plain functions over the database; outputs are small JSON documents, never tensors.
+
+Weights and graphs go to the database's artifact store (GridFS on MongoDB, files beside the embedded
+store); per-epoch histories go to jobflow's additional ``data`` store. Every job records its resolved
+inputs, outputs, host, times and code versions in ``job_records`` (see ``perovdb.provenance``), and
+writes its domain documents (models, predictions, evaluations) with its uuid on them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobflow import job
+from pymatgen.core import Structure
+
+from perovdb.builders.evaluations import evaluate
+from perovdb.builders.materials import compound_key
+from perovdb.builders.predictions import geometry_digest
+from perovdb.db import Database
+from perovdb.documents import PredictionDoc, content_hash, utcnow
+from perovdb.flows.context import job_database
+from perovdb.flows.inputs import DatasetQuery, StructureQuery
+from perovdb.provenance.record import record_job
+
+
+def _current() -> tuple[str, str | None]:
+    """(job uuid, flow uuid) of the running jobflow job."""
+    from jobflow import CURRENT_JOB
+
+    running = CURRENT_JOB.job
+    if running is None:
+        raise RuntimeError("perovdb jobs run inside jobflow (run_locally, FireWorks or jobflow-remote)")
+    return running.uuid, (running.hosts[-1] if running.hosts else None)
+
+
+def _graphs(db: Database, structure_ids: list[str], graph_settings: dict[str, Any], workers: int | None = None):
+    """Graphs of stored structures through the graph cache (built once per settings)."""
+    from perovdb.graphs import GraphCache, GraphSettings, build_graphs
+
+    settings = GraphSettings(**graph_settings)
+    cache = GraphCache(db.artifacts, settings)
+    docs = {
+        d["structure_id"]: d
+        for d in db.structures.query({"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure"])
+    }
+    missing = [i for i in structure_ids if i not in docs]
+    if missing:
+        raise KeyError(f"structures not in the database: {missing[:5]}")
+    pairs = [(i, Structure.from_dict(docs[i]["structure"])) for i in structure_ids]
+    return build_graphs(pairs, settings, cache=cache, workers=workers, progress=False), docs
+
+
+@job
+def build_graphs_job(structures: dict[str, Any], graph: dict[str, Any], uri: str | None = None) -> dict[str, Any]:
+    """Build (or find cached) graphs of the structures of a query."""
+    from perovdb.graphs import GraphCache, GraphSettings
+
+    job_uuid, flow_uuid = _current()
+    with job_database(uri) as db, record_job(db, job_uuid, "build_graphs", flow_uuid) as record:
+        ids = StructureQuery(**structures).resolve(db)
+        settings = GraphSettings(**graph)
+        cached_before = set(GraphCache(db.artifacts, settings).structure_ids())
+        _graphs(db, ids, graph)
+        output = {
+            "settings_hash": settings.settings_hash,
+            "n": len(ids),
+            "built": len(set(ids) - cached_before),
+            "structure_ids_sha256": content_hash(ids, length=64),
+        }
+        record.inputs = {"structures": structures, "graph": graph, "structure_ids": ids}
+        record.outputs = output
+        return output
+
+
+@job
+def split_job(dataset: dict[str, Any], fractions: list[float], seed: int = 0, uri: str | None = None) -> dict[str, Any]:
+    """A train/val/test split of a dataset, grouped by compound (no compound on two sides)."""
+    from perovdb.ml import split_ids
+
+    job_uuid, flow_uuid = _current()
+    with job_database(uri) as db, record_job(db, job_uuid, "split", flow_uuid) as record:
+        ids, _, snapshot = DatasetQuery(**dataset).resolve(db)
+        structures = {
+            d["structure_id"]: d
+            for d in db.structures.query(
+                {"structure_id": {"$in": ids}}, properties=["structure_id", "perovskite", "reduced_formula"]
+            )
+        }
+        split = split_ids(ids, tuple(fractions), seed, groups=[compound_key(structures[i]) for i in ids])
+        record.inputs = {"dataset": dataset, "fractions": fractions, "seed": seed, "snapshot": snapshot}
+        record.outputs = {part: len(v) for part, v in split.items()}
+        return {"split": split, "dataset_digest": snapshot["digest"]}
+
+
+@job(data="history")
+def train_job(
+    name: str,
+    dataset: dict[str, Any],
+    model: dict[str, Any],
+    training: dict[str, Any],
+    split: dict[str, Any] | None = None,
+    init_model: dict[str, Any] | None = None,
+    exclude: dict[str, Any] | None = None,
+    graphs: dict[str, Any] | None = None,
+    activate: bool = False,
+    domain: dict[str, Any] | None = None,
+    uri: str | None = None,
+) -> dict[str, Any]:
+    """Train ALIGNN (or fine-tune ``init_model``) on a dataset; register the model with its data snapshot.
+
+    ``split`` is a ``split_job`` output (else a seeded split of the data); ``exclude`` removes the
+    structures of some split parts from the data (e.g. the HSE06 test set from PBE pretraining). Training
+    the same data with the same settings again returns the registered model instead of retraining.
+    """
+    from perovdb.ml import ALIGNNConfig, TrainConfig, fine_tune, split_ids, train_model
+    from perovdb.ml.registry import activate as activate_model
+    from perovdb.ml.registry import register_model
+
+    job_uuid, flow_uuid = _current()
+    with job_database(uri) as db, record_job(db, job_uuid, "train", flow_uuid) as record:
+        query = DatasetQuery(**dataset)
+        ids, targets, snapshot = query.resolve(db)
+        excluded: list[str] = []
+        if exclude:
+            drop = {i for part in exclude.get("parts", ["val", "test"]) for i in exclude["split"]["split"][part]}
+            keep = [k for k, i in enumerate(ids) if i not in drop]
+            excluded = sorted(set(ids) & drop)
+            ids, targets = [ids[k] for k in keep], [targets[k] for k in keep]
+            snapshot["excluded_structure_ids_sha256"] = content_hash(excluded, length=64)
+            snapshot["n"] = len(ids)
+        model_config = ALIGNNConfig(**model)
+        train_config = TrainConfig(**training)
+        parts = split["split"] if split else split_ids(ids, train_config.fractions, train_config.seed)
+        parts = {part: [i for i in members if i in set(ids)] for part, members in parts.items()}
+        fingerprint = content_hash(
+            [snapshot["digest"], excluded, model_config.model_dump(mode="json"), train_config.model_dump(mode="json"),
+             parts, (init_model or {}).get("model_id")]
+        )
+        record.inputs = {
+            "name": name,
+            "dataset": dataset,
+            "snapshot": snapshot,
+            "model": model_config.model_dump(mode="json"),
+            "training": train_config.model_dump(mode="json"),
+            "split_sizes": {part: len(v) for part, v in parts.items()},
+            "init_model_id": (init_model or {}).get("model_id"),
+            "graphs": graphs,
+            "fingerprint": fingerprint,
+        }
+        existing = db.models.query_one({"dataset.fingerprint": fingerprint})
+        if existing is not None:
+            record.outputs = {"model_id": existing["model_id"], "reused": True}
+            record.derived_from = [existing["model_id"]]
+            return _model_output(existing, reused=True)
+        graphs, _ = _graphs(db, ids, model_config.graph.model_dump(mode="json"))
+        graph_list = [graphs[i] for i in ids]
+        if init_model:
+            from perovdb.ml.registry import load_model
+
+            base = load_model(db, init_model["model_id"])
+            db_weights = db.artifacts.get(base.doc.weights_key)
+            result = fine_tune(
+                graph_list, targets, ids, db_weights, model_config, train_config, parts, init_from=base.doc.model_id
+            )
+            record.derived_from = [base.doc.model_id]
+        else:
+            result = train_model(graph_list, targets, ids, model_config, train_config, parts)
+        doc = register_model(
+            db,
+            result,
+            name,
+            query.property,
+            query.level_of_theory,
+            dataset={**snapshot, "fingerprint": fingerprint},
+            job_uuid=job_uuid,
+        )
+        if domain is not None:
+            stored = db.models.query_one({"model_id": doc.model_id})
+            stored.pop("_id", None)
+            db.models.update([{**stored, "domain": json.dumps(domain)}], key="model_id")
+        if activate:
+            activate_model(db, doc.model_id)
+        record.outputs = {"model_id": doc.model_id, "metrics": doc.metrics}
+        return _model_output(doc.model_dump(mode="json"), reused=False)
+
+
+def _model_output(doc: dict[str, Any], reused: bool) -> dict[str, Any]:
+    return {
+        "model_id": doc["model_id"],
+        "name": doc["name"],
+        "version": doc["version"],
+        "metrics": doc.get("metrics", {}),
+        "history": doc.get("history", []),
+        "split": doc.get("split", {}),
+        "reused": reused,
+    }
+
+
+def predict_structures(
+    db: Database, model_id: str, structure_ids: list[str], job_uuid: str | None, batch_size: int = 64
+) -> list[str]:
+    """Predict and store (content-derived ids: a rerun never duplicates); returns the prediction ids."""
+    from perovdb.ml.registry import load_model
+
+    loaded = load_model(db, model_id)
+    if not structure_ids:
+        return []
+    graphs, docs = _graphs(db, structure_ids, loaded.config.graph.model_dump(mode="json"))
+    values = loaded.predict([graphs[i] for i in structure_ids], batch_size=batch_size)
+    now = utcnow()
+    predictions = []
+    for structure_id, value in zip(structure_ids, values, strict=True):
+        digest = geometry_digest(docs[structure_id])
+        predictions.append(
+            PredictionDoc(
+                prediction_id=PredictionDoc.make_id(model_id, structure_id, digest),
+                model_id=model_id,
+                structure_id=structure_id,
+                structure_digest=digest,
+                property=loaded.doc.target_property,
+                unit=loaded.doc.unit,
+                value=float(value),
+                job_uuid=job_uuid,
+                created_at=now,
+                last_updated=now,
+            ).to_store()
+        )
+    existing = {
+        p["prediction_id"]
+        for p in db.predictions.query(
+            {"prediction_id": {"$in": [p["prediction_id"] for p in predictions]}}, properties=["prediction_id"]
+        )
+    }
+    fresh = [p for p in predictions if p["prediction_id"] not in existing]  # never overwrite earlier provenance
+    if fresh:
+        db.predictions.update(fresh, key="prediction_id")
+    return [p["prediction_id"] for p in predictions]
+
+
+@job
+def predict_job(model: dict[str, Any], structures: dict[str, Any], uri: str | None = None) -> dict[str, Any]:
+    """Predict the model's property for the structures of a query; store the predictions."""
+    job_uuid, flow_uuid = _current()
+    with job_database(uri) as db, record_job(db, job_uuid, "predict", flow_uuid) as record:
+        ids = StructureQuery(**structures).resolve(db)
+        prediction_ids = predict_structures(db, model["model_id"], ids, job_uuid)
+        record.inputs = {"model_id": model["model_id"], "structures": structures, "structure_ids": ids}
+        record.derived_from = [model["model_id"]]
+        record.outputs = {"n": len(prediction_ids)}
+        return {"model_id": model["model_id"], "n": len(prediction_ids), "prediction_ids": prediction_ids}
+
+
+@job
+def evaluate_job(model: dict[str, Any], reference_level: str | None = None, uri: str | None = None) -> dict[str, Any]:
+    """Predict the model's own train/val/test structures and compare with the reference calculations."""
+    job_uuid, flow_uuid = _current()
+    with job_database(uri) as db, record_job(db, job_uuid, "evaluate", flow_uuid) as record:
+        doc = db.models.query_one({"model_id": model["model_id"]})
+        ids = sorted({i for part in (doc.get("split") or {}).values() for i in part})
+        predict_structures(db, doc["model_id"], ids, job_uuid)
+        predictions = list(
+            db.predictions.query(
+                {"model_id": doc["model_id"], "structure_id": {"$in": ids}, "stale": False},
+                properties=["structure_id", "value"],
+            )
+        )
+        calculations = list(
+            db.calculations.query(
+                {"structure_id": {"$in": ids}},
+                properties=["calculation_id", "structure_id", "level_of_theory", "properties", "last_updated"],
+            )
+        )
+        mixing = {
+            s["structure_id"]: s["perovskite"]["mixing_type"]
+            for s in db.structures.query({"structure_id": {"$in": ids}}, properties=["structure_id", "perovskite"])
+            if s.get("perovskite")
+        }
+        digest = content_hash([sorted((p["structure_id"], p["value"]) for p in predictions), len(calculations)])
+        evaluations = evaluate(doc, doc["target_property"], predictions, calculations, mixing, digest)
+        if reference_level:
+            evaluations = [e for e in evaluations if e.reference_level_of_theory == reference_level]
+        for evaluation in evaluations:
+            evaluation.job_uuid = job_uuid
+        if evaluations:
+            db.evaluations.update([e.to_store() for e in evaluations], key="evaluation_id")
+        summary = [
+            {
+                "evaluation_id": e.evaluation_id,
+                "reference": e.reference_level_of_theory,
+                "subset": e.subset,
+                "n": e.n,
+                "mae": e.mae,
+                "rmse": e.rmse,
+                "r2": e.r2,
+            }
+            for e in evaluations
+            if not e.subset.startswith("mixing_type=")
+        ]
+        record.inputs = {"model_id": doc["model_id"], "reference_level": reference_level, "structure_ids": ids}
+        record.derived_from = [doc["model_id"]]
+        record.outputs = {"evaluations": len(evaluations)}
+        return {"model_id": doc["model_id"], "evaluations": summary}
