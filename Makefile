@@ -9,7 +9,7 @@ STAMP := $(VENV)/.perovdb-installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast schemas benchmarks clean
+.PHONY: setup browser demo test test-fast schemas benchmarks accuracy clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
+# Debian's chromium for the browser tests of the web page (skipped, with a reason, where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+		|| echo "chromium not installed: the browser tests will be skipped")
+
 demo: setup
 	$(BIN)/perovdb demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
@@ -33,6 +39,12 @@ schemas: setup
 
 benchmarks: setup
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/graphs.py
+	$(BIN)/python benchmarks/builders.py
+	$(BIN)/python benchmarks/api.py
+
+accuracy: setup
+	$(BIN)/python -m perovdb.accuracy --preset full --out reports
 
 clean:
 	rm -rf $(VENV) .perovdb .pytest_cache

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="torch device for ML: auto (CUDA when present), cpu, cuda.")
     num_workers: int = Field(default=0, ge=0, description="Worker processes for graph building (0 = all cores).")
     api_key: str | None = Field(default=None, description="Key that unlocks write endpoints of the HTTP API.", repr=False)
+    api_max_limit: int = Field(default=1000, ge=1, description="Largest page size of the HTTP API (larger is refused with 400).")
+    api_default_limit: int = Field(default=100, ge=1, description="Page size of the HTTP API when none is asked for.")
+    api_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Largest request body (413 above).")
+    api_max_time_ms: int = Field(default=10_000, ge=1, description="Server-side time limit of API queries (MongoDB only).")
 
 
 def get_settings(**overrides: object) -> Settings:

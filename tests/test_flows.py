@@ -63,7 +63,7 @@ def test_bad_spec_names_file_and_field(tmp_path):
     from perovdb.errors import InvalidRecord
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text((WORKFLOWS / "hse_gap.yaml").read_text().replace("epochs: 40", "epochs: -3"))
+    bad.write_text((WORKFLOWS / "hse_gap.yaml").read_text().replace("epochs: 12", "epochs: -3"))
     with pytest.raises(InvalidRecord) as error:
         WorkflowSpec.from_file(bad)
     assert error.value.field == "training.epochs" and str(bad) in str(error.value)

@@ -218,27 +218,74 @@ def schemas(
 @app.command()
 def demo(
     data: Annotated[Path, typer.Option(help="Folder of the shipped data.")] = REPO_DATA,
+    spec: Annotated[Path, typer.Option(help="Workflow spec to run.")] = REPO_DATA.parent / "workflows" / "hse_gap.yaml",
+    out: Annotated[Path, typer.Option(help="Folder for the figures.")] = Path("perovdb-output"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start from an empty database (embedded/memory only).")] = False,
     uri: UriOption = None,
 ) -> None:
-    """The main job: ingest the shipped real data into the database and show what is there."""
-    steps = [
-        (data / "mannodi_multifidelity_structures" / "Training_PBE_and_HSE_data.csv", {}),
-        (data / "mannodi_halide_perovskites" / "PBE_data.csv", {}),
-        (data / "mannodi_halide_perovskites" / "HSE_data.csv", {}),
-        (data / "jarvis_alignn_sample", {"property_name": "band_gap", "level": "OptB88vdW"}),
-    ]
+    """The main job: ingest the shipped real data, train and evaluate the HSE06-gap model, show provenance."""
     from perovdb.ingest import count_records
-    from perovdb.ingest import ingest as run_ingest
+    from perovdb.mainjob import run_main_job
+    from perovdb.provenance import to_tree, walk
+
+    if fresh:
+        _start_fresh(uri)
+    with _open(uri) as db:
+        console.print(f"[bold]perovdb main job[/bold] on {redact_uri(db.uri)} ({db.backend})")
+        progress = progress_bar()
+        tasks: dict[str, Any] = {}
+
+        def on_ingest(path: Path) -> Any:
+            tasks[path.name] = progress.add_task(f"ingest {path.name}", total=count_records(path))
+            return lambda n, t=tasks[path.name]: progress.advance(t, n)
+
+        with progress:
+            result = run_main_job(db, data=data, spec_path=spec, out=out, on_ingest=on_ingest)
+        for name, report in result.ingest.items():
+            print_report(name, report)
+        if result.flow is not None:
+            from perovdb.cli.workflows import _print_state
+
+            _print_state(result.flow)
+        table = Table(title="builders")
+        for column in ("builder", "documents", "processed", "changed", "removed/stale"):
+            table.add_column(column)
+        for r in result.builds:
+            table.add_row(r.builder, str(r.total), str(r.planned), str(r.changed), str(r.removed))
+        console.print(table)
+        stats(fmt="table", uri=uri) if db.backend != "memory" else None
+        if result.evaluations:
+            table = Table(title=f"evaluation of {result.model_id}")
+            for column in ("model", "property", "reference", "subset", "n", "MAE", "RMSE", "R²"):
+                table.add_column(column)
+            for e in result.evaluations:
+                table.add_row(
+                    e["model_id"][:14], e["property"], e["reference_level_of_theory"], e["subset"], str(e["n"]),
+                    *(f"{e[k]:.3f}" if e.get(k) is not None else "-" for k in ("mae", "rmse", "r2")),
+                )
+            console.print(table)
+        console.print(f"parity plot: {result.parity_png}")
+        console.print(f"learning curve: {result.learning_curve_png}")
+        if result.prediction_id:
+            console.print(f"[bold]provenance of prediction {result.prediction_id}[/bold]")
+            console.print(to_tree(walk(db, result.prediction_id)))
+        timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+        console.print(f"done ({timing})")
+    if result.flow is not None and not result.flow.finished:
+        raise typer.Exit(1)
+
+
+def _start_fresh(uri: str | None) -> None:
+    """Remove the embedded store (never a server database: drop it yourself)."""
+    import shutil
 
     with _open(uri) as db:
-        console.print(f"[bold]perovdb demo[/bold] on {redact_uri(db.uri)} ({db.backend})")
-        for path, options in steps:
-            with progress_bar() as progress:
-                task = progress.add_task(path.name, total=count_records(path))
-                report = run_ingest(db, path, on_progress=lambda n, t=task: progress.advance(t, n), **options)
-            print_report(path.name, report)
-    stats(fmt="table", uri=uri)
-    query("structures", formula="MAPbI3", elements=None, filter_json=None, fields=None, limit=5, fmt="table", uri=uri)
+        path = db.embedded_path
+        if db.backend == "mongodb":
+            _fail(PerovdbError("--fresh does not drop server databases; drop it with mongosh if you mean it"))
+    if path is not None and path.exists():
+        shutil.rmtree(path)
+        console.print(f"removed {path}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
@@ -249,4 +296,5 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
+from perovdb.cli import serve as _serve  # noqa: E402,F401  (registers serve)
 from perovdb.cli import workflows as _workflows  # noqa: E402,F401  (registers build, flow, provenance, model)

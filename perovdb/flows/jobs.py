@@ -200,42 +200,49 @@ def _model_output(doc: dict[str, Any], reused: bool) -> dict[str, Any]:
 def predict_structures(
     db: Database, model_id: str, structure_ids: list[str], job_uuid: str | None, batch_size: int = 64
 ) -> list[str]:
-    """Predict and store (content-derived ids: a rerun never duplicates); returns the prediction ids."""
+    """Predict and store; returns the prediction ids.
+
+    Ids are content-derived (model, structure, geometry), so structures that already have a current
+    prediction of this model are not predicted again and a rerun never duplicates or overwrites one.
+    """
     from perovdb.ml.registry import load_model
 
-    loaded = load_model(db, model_id)
     if not structure_ids:
         return []
-    graphs, docs = _graphs(db, structure_ids, loaded.config.graph.model_dump(mode="json"))
-    values = loaded.predict([graphs[i] for i in structure_ids], batch_size=batch_size)
-    now = utcnow()
-    predictions = []
-    for structure_id, value in zip(structure_ids, values, strict=True):
-        digest = geometry_digest(docs[structure_id])
-        predictions.append(
-            PredictionDoc(
-                prediction_id=PredictionDoc.make_id(model_id, structure_id, digest),
-                model_id=model_id,
-                structure_id=structure_id,
-                structure_digest=digest,
-                property=loaded.doc.target_property,
-                unit=loaded.doc.unit,
-                value=float(value),
-                job_uuid=job_uuid,
-                created_at=now,
-                last_updated=now,
-            ).to_store()
-        )
+    digests = {
+        d["structure_id"]: geometry_digest(d)
+        for d in db.structures.query({"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure"])
+    }
+    wanted = {sid: PredictionDoc.make_id(model_id, sid, digests[sid]) for sid in structure_ids}
     existing = {
         p["prediction_id"]
-        for p in db.predictions.query(
-            {"prediction_id": {"$in": [p["prediction_id"] for p in predictions]}}, properties=["prediction_id"]
-        )
+        for p in db.predictions.query({"prediction_id": {"$in": list(wanted.values())}}, properties=["prediction_id"])
     }
-    fresh = [p for p in predictions if p["prediction_id"] not in existing]  # never overwrite earlier provenance
-    if fresh:
-        db.predictions.update(fresh, key="prediction_id")
-    return [p["prediction_id"] for p in predictions]
+    todo = [sid for sid in structure_ids if wanted[sid] not in existing]
+    if todo:
+        loaded = load_model(db, model_id)
+        graphs, _ = _graphs(db, todo, loaded.config.graph.model_dump(mode="json"))
+        values = loaded.predict([graphs[i] for i in todo], batch_size=batch_size)
+        now = utcnow()
+        db.predictions.update(
+            [
+                PredictionDoc(
+                    prediction_id=wanted[sid],
+                    model_id=model_id,
+                    structure_id=sid,
+                    structure_digest=digests[sid],
+                    property=loaded.doc.target_property,
+                    unit=loaded.doc.unit,
+                    value=float(value),
+                    job_uuid=job_uuid,
+                    created_at=now,
+                    last_updated=now,
+                ).to_store()
+                for sid, value in zip(todo, values, strict=True)
+            ],
+            key="prediction_id",
+        )
+    return [wanted[sid] for sid in structure_ids]
 
 
 @job

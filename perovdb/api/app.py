@@ -1,0 +1,376 @@
+"""The HTTP API: ``create_app(db, settings)`` → a FastAPI app over one perovdb ``Database``.
+
+Read-only by default: ``POST /ingest`` answers 403 unless ``settings.api_key`` is set, and then needs
+the key in ``X-API-Key``. Lists are paged with ``skip`` and ``limit``; a ``limit`` above the maximum
+(``Limits.max_limit``, 1000 by default) is refused with 400, not silently capped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from perovdb import __version__
+from perovdb.api.fields import check_typed_filter, parse_fields, parse_sort
+from perovdb.api.lineage import prediction_lineage
+from perovdb.api.optimade import optimade_router
+from perovdb.api.schemas import (
+    RESOURCE_MODELS,
+    ErrorResponse,
+    IngestResult,
+    Lineage,
+    Page,
+)
+from perovdb.api.schemas import Stats as StatsModel
+from perovdb.api.security import ApiError, Guard, install_error_handlers, require_api_key
+from perovdb.api.store import FastJSONResponse, Limits, query_page
+from perovdb.config import Settings
+from perovdb.db import Database
+from perovdb.documents import COLLECTIONS, PROPERTIES, LevelOfTheory
+from perovdb.query import stats, structure_criteria
+
+STATIC = Path(__file__).resolve().parent / "static"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid parameter or unsafe filter."},
+    404: {"model": ErrorResponse, "description": "No such document."},
+}
+#: upload names the ingest endpoint accepts (the readers pick the format from the name)
+UPLOAD_NAME = re.compile(r"^(?:[\w.+-]+\.(?:cif|vasp|poscar|csv)|POSCAR[\w.+-]*|CONTCAR[\w.+-]*)$", re.IGNORECASE)
+_RANGE_PARAM = re.compile(r"^(?P<prop>[a-z_]+?)(?:_(?P<level>[a-z0-9]+))?_(?P<bound>min|max)$")
+_LEVELS = {level.value.lower(): level.value for level in LevelOfTheory}
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _user_filter(collection: str, text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        criteria = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"filter is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(criteria, dict):
+        raise ApiError(400, "filter must be a JSON object")
+    return check_typed_filter(collection, criteria)
+
+
+def _and(*clauses: dict[str, Any] | None) -> dict[str, Any]:
+    present = [c for c in clauses if c]
+    if not present:
+        return {}
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+def property_ranges(params: dict[str, str]) -> dict[str, Any] | None:
+    """Materials filters from ``<property>[_<level>]_(min|max)`` parameters, e.g. ``band_gap_hse06_min=1.5``
+    (``properties.band_gap.HSE06.value >= 1.5``); without a level, the preferred value is used."""
+    clauses: dict[str, dict[str, float]] = {}
+    for name, raw in params.items():
+        match = _RANGE_PARAM.match(name)
+        if not match:
+            continue
+        prop, level = match["prop"], match["level"]
+        if level and level not in _LEVELS:  # e.g. "band_gap_min" parsed as prop="band", level="gap"
+            prop, level = f"{prop}_{level}", None
+        if prop not in PROPERTIES:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ApiError(400, f"{name} must be a number, got {raw!r}") from None
+        path = f"properties.{prop}.{_LEVELS[level]}.value" if level else f"preferred.{prop}.value"
+        clauses.setdefault(path, {})["$gte" if match["bound"] == "min" else "$lte"] = value
+    return clauses or None
+
+
+def create_app(db: Database, settings: Settings, limits: Limits | None = None) -> FastAPI:
+    """The perovdb HTTP API and web page over ``db`` (held on ``app.state``; no global state)."""
+    limits = limits or Limits.from_settings(settings)
+    app = FastAPI(
+        title="perovdb",
+        default_response_class=FastJSONResponse,
+        version=__version__,
+        description="Halide perovskite structures, DFT results, ML models and predictions. Read-only unless "
+        "an API key is configured. Every error is `{\"error\": {\"status\", \"title\", \"detail\"}}`.",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; /openapi.json is served
+        redoc_url=None,
+    )
+    app.state.db = db
+    app.state.settings = settings
+    app.state.limits = limits
+    install_error_handlers(app)
+    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes)
+
+    limit_q = Query(limits.default_limit, ge=1, le=limits.max_limit,
+                    description=f"Page size; above {limits.max_limit} is refused (400).")
+    skip_q = Query(0, ge=0, le=10_000_000, description="Documents to skip.")
+    fields_q = Query(None, max_length=2000, description="Comma list of fields to return (dotted paths allowed).")
+    sort_q = Query(None, max_length=500, description="Comma list of fields; '-' prefix for descending.")
+    filter_q = Query(None, max_length=5000, description="JSON filter (checked: known fields, typed operators, no "
+                     "$where/$function/$expr/$lookup; string fields take strings, not operator objects).")
+
+    def page(request: Request, collection: str, criteria: dict[str, Any], fields: str | None, sort: str | None,
+             skip: int, limit: int) -> FastJSONResponse:
+        docs, total = query_page(db, collection, criteria, fields=parse_fields(collection, fields),
+                                 sort=parse_sort(collection, sort), skip=skip, limit=limit,
+                                 max_time_ms=limits.max_time_ms)
+        total = total or 0
+        more = skip + len(docs) < total
+        next_url = None
+        if more:
+            params = dict(request.query_params)
+            params.update(skip=str(skip + len(docs)), limit=str(limit))
+            next_url = str(request.url.replace(query=urlencode(params)))
+        body = {
+            "data": docs,
+            "meta": {"total": total, "returned": len(docs), "skip": skip, "limit": limit,
+                     "more_data_available": more},
+            "links": {"next": next_url},
+        }
+        return FastJSONResponse(body)
+
+    def one(collection: str, doc_id: str, fields: str | None) -> FastJSONResponse:
+        key = COLLECTIONS[collection][1]
+        docs, _ = query_page(db, collection, {key: doc_id}, fields=parse_fields(collection, fields), limit=1,
+                             count=False, max_time_ms=limits.max_time_ms)
+        if not docs:
+            raise ApiError(404, f"no {collection[:-1]} with id {doc_id!r}")
+        return FastJSONResponse(docs[0])
+
+    # -- web page ----------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    # -- resources ---------------------------------------------------------------------------
+    @app.get("/structures", response_model=Page[RESOURCE_MODELS["structures"]], responses=ERRORS, tags=["data"])
+    def list_structures(
+        request: Request,
+        formula: str | None = Query(None, max_length=200, description="Reduced or perovskite formula (MAPbI3)."),
+        elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
+        nsites_max: int | None = Query(None, ge=1),
+        nsites_min: int | None = Query(None, ge=1),
+        mixing_type: str | None = Query(None, max_length=100, description="Pure, A-site mixed, …"),
+        origin: str | None = Query(None, max_length=50),
+        filter: str | None = filter_q,
+        fields: str | None = fields_q,
+        sort: str | None = sort_q,
+        skip: int = skip_q,
+        limit: int = limit_q,
+    ) -> FastJSONResponse:
+        """Crystal structures."""
+        simple: dict[str, Any] = {}
+        if nsites_max is not None or nsites_min is not None:
+            simple["nsites"] = {k: v for k, v in (("$lte", nsites_max), ("$gte", nsites_min)) if v is not None}
+        if mixing_type:
+            simple["perovskite.mixing_type"] = mixing_type
+        if origin:
+            simple["origin"] = origin
+        criteria = _and(structure_criteria(formula, _split(elements)), simple, _user_filter("structures", filter))
+        return page(request, "structures", criteria, fields, sort, skip, limit)
+
+    @app.get("/structures/{structure_id}", response_model=RESOURCE_MODELS["structures"], responses=ERRORS,
+             tags=["data"])
+    def get_structure(structure_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+        """One structure."""
+        return one("structures", structure_id, fields)
+
+    @app.get("/calculations", response_model=Page[RESOURCE_MODELS["calculations"]], responses=ERRORS,
+             tags=["data"])
+    def list_calculations(
+        request: Request,
+        structure_id: str | None = Query(None, max_length=2000, description="Comma list of structure ids."),
+        level_of_theory: str | None = Query(None, max_length=50),
+        dataset: str | None = Query(None, max_length=300),
+        filter: str | None = filter_q,
+        fields: str | None = fields_q,
+        sort: str | None = sort_q,
+        skip: int = skip_q,
+        limit: int = limit_q,
+    ) -> FastJSONResponse:
+        """DFT (and experimental) results."""
+        simple: dict[str, Any] = {}
+        if structure_id:
+            simple["structure_id"] = {"$in": _split(structure_id)}
+        if level_of_theory:
+            simple["level_of_theory"] = LevelOfTheory.parse(level_of_theory).value
+        if dataset:
+            simple["source.dataset"] = dataset
+        criteria = _and(simple, _user_filter("calculations", filter))
+        return page(request, "calculations", criteria, fields, sort, skip, limit)
+
+    @app.get("/materials", response_model=Page[RESOURCE_MODELS["materials"]], responses=ERRORS, tags=["data"])
+    def list_materials(
+        request: Request,
+        formula: str | None = Query(None, max_length=200),
+        elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
+        nsites_max: int | None = Query(None, ge=1),
+        mixing_type: str | None = Query(None, max_length=100),
+        band_gap_min: float | None = Query(None, description="Preferred band gap ≥ (eV)."),
+        band_gap_max: float | None = Query(None, description="Preferred band gap ≤ (eV)."),
+        band_gap_pbe_min: float | None = Query(None, description="PBE band gap ≥ (eV)."),
+        band_gap_pbe_max: float | None = Query(None, description="PBE band gap ≤ (eV)."),
+        band_gap_hse06_min: float | None = Query(None, description="HSE06 band gap ≥ (eV)."),
+        band_gap_hse06_max: float | None = Query(None, description="HSE06 band gap ≤ (eV)."),
+        filter: str | None = filter_q,
+        fields: str | None = fields_q,
+        sort: str | None = sort_q,
+        skip: int = skip_q,
+        limit: int = limit_q,
+    ) -> FastJSONResponse:
+        """Per-compound summaries. Any ``<property>[_<level>]_(min|max)`` works like the band-gap ranges,
+        e.g. ``lattice_constant_pbe_max=6.2``."""
+        simple: dict[str, Any] = {}
+        if nsites_max is not None:
+            simple["nsites"] = {"$lte": nsites_max}
+        if mixing_type:
+            simple["perovskite.mixing_type"] = mixing_type
+        ranges = property_ranges(dict(request.query_params))
+        criteria = _and(structure_criteria(formula, _split(elements)), simple, ranges,
+                        _user_filter("materials", filter))
+        return page(request, "materials", criteria, fields, sort, skip, limit)
+
+    @app.get("/materials/{material_id}", response_model=RESOURCE_MODELS["materials"], responses=ERRORS,
+             tags=["data"])
+    def get_material(material_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+        """One material."""
+        return one("materials", material_id, fields)
+
+    @app.get("/models", response_model=Page[RESOURCE_MODELS["models"]], responses=ERRORS, tags=["ml"])
+    def list_models(
+        request: Request,
+        target_property: str | None = Query(None, max_length=100),
+        active: bool | None = None,
+        name: str | None = Query(None, max_length=200),
+        filter: str | None = filter_q,
+        fields: str | None = fields_q,
+        sort: str | None = sort_q,
+        skip: int = skip_q,
+        limit: int = limit_q,
+    ) -> FastJSONResponse:
+        """Registered ML models."""
+        simple = {k: v for k, v in (("target_property", target_property), ("active", active), ("name", name))
+                  if v is not None}
+        return page(request, "models", _and(simple, _user_filter("models", filter)), fields, sort, skip, limit)
+
+    @app.get("/models/{model_id}", response_model=RESOURCE_MODELS["models"], responses=ERRORS, tags=["ml"])
+    def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+        """One model."""
+        return one("models", model_id, fields)
+
+    @app.get("/predictions", response_model=Page[RESOURCE_MODELS["predictions"]], responses=ERRORS, tags=["ml"])
+    def list_predictions(
+        request: Request,
+        model_id: str | None = Query(None, max_length=200),
+        structure_id: str | None = Query(None, max_length=20_000, description="Comma list of structure ids."),
+        property: str | None = Query(None, max_length=100),
+        stale: bool | None = None,
+        filter: str | None = filter_q,
+        fields: str | None = fields_q,
+        sort: str | None = sort_q,
+        skip: int = skip_q,
+        limit: int = limit_q,
+    ) -> FastJSONResponse:
+        """Model predictions."""
+        simple: dict[str, Any] = {k: v for k, v in (("model_id", model_id), ("property", property),
+                                                   ("stale", stale)) if v is not None}
+        if structure_id:
+            simple["structure_id"] = {"$in": _split(structure_id)}
+        return page(request, "predictions", _and(simple, _user_filter("predictions", filter)), fields, sort, skip,
+                    limit)
+
+    @app.get("/evaluations", response_model=Page[RESOURCE_MODELS["evaluations"]], responses=ERRORS, tags=["ml"])
+    def list_evaluations(
+        request: Request,
+        model_id: str | None = Query(None, max_length=200),
+        property: str | None = Query(None, max_length=100),
+        subset: str | None = Query(None, max_length=200),
+        filter: str | None = filter_q,
+        fields: str | None = fields_q,
+        sort: str | None = sort_q,
+        skip: int = skip_q,
+        limit: int = limit_q,
+    ) -> FastJSONResponse:
+        """Model evaluations with their parity pairs."""
+        simple = {k: v for k, v in (("model_id", model_id), ("property", property), ("subset", subset))
+                  if v is not None}
+        return page(request, "evaluations", _and(simple, _user_filter("evaluations", filter)), fields, sort, skip,
+                    limit)
+
+    @app.get("/provenance/{prediction_id}", response_model=Lineage, responses=ERRORS, tags=["ml"])
+    def provenance(prediction_id: str) -> FastJSONResponse:
+        """Lineage of a prediction: structure (and its sources) → model (and its job) → prediction."""
+        return FastJSONResponse(prediction_lineage(db, prediction_id))
+
+    @app.get("/stats", response_model=StatsModel, tags=["data"])
+    def get_stats() -> FastJSONResponse:
+        """Counts per collection, level of theory, mixing type and origin."""
+        return FastJSONResponse(stats(db))
+
+    # -- writes ------------------------------------------------------------------------------
+    @app.post(
+        "/ingest",
+        response_model=IngestResult,
+        tags=["write"],
+        dependencies=[Depends(require_api_key)],
+        responses={**ERRORS, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                   413: {"model": ErrorResponse}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def ingest_upload(
+        request: Request,
+        filename: str = Query(..., max_length=200, description="Name of the file: *.cif, POSCAR*, *.vasp or *.csv."),
+        kind: str = Query("auto", pattern="^(auto|composition-table|multifidelity|id-prop|structures)$"),
+        property_name: str | None = Query(None, alias="property", max_length=100),
+        level: str | None = Query(None, max_length=50),
+        dataset: str | None = Query(None, max_length=200),
+        origin: str | None = Query(None, pattern="^(relaxed|generated|experimental|unknown)$"),
+    ) -> FastJSONResponse:
+        """Upload one CIF, POSCAR or CSV file (the raw bytes as the request body) and ingest it.
+        Needs ``X-API-Key``. Flows (training, prediction) are not launched from the API."""
+        if not UPLOAD_NAME.match(filename):
+            raise ApiError(400, "filename must be a plain name ending in .cif, .vasp, .poscar or .csv, or POSCAR*")
+        content = await request.body()
+        if not content:
+            raise ApiError(400, "empty upload")
+        from starlette.concurrency import run_in_threadpool
+
+        from perovdb.ingest import ingest
+
+        def run() -> Any:
+            with tempfile.TemporaryDirectory(prefix="perovdb-upload-") as folder:
+                path = Path(folder) / filename
+                path.write_bytes(content)
+                return ingest(db, path, kind=kind, property_name=property_name, level=level,  # type: ignore[arg-type]
+                              dataset=dataset or f"upload/{filename}", origin=origin)  # type: ignore[arg-type]
+
+        report = await run_in_threadpool(run)
+        result = IngestResult(
+            filename=filename,
+            read=report.read,
+            skipped_unchanged=report.skipped_unchanged,
+            rejected=[str(r) for r in report.rejected],
+            structures=vars(report.structures),
+            calculations=vars(report.calculations),
+            ok=report.ok,
+        )
+        return FastJSONResponse(result.model_dump(), status_code=201 if report.ok else 422)
+
+    app.include_router(optimade_router(limits))
+    return app
+
+
+__all__ = ["Limits", "create_app", "property_ranges"]

@@ -1,0 +1,107 @@
+"""Paged reads for the API: the same checked filters as ``perovdb.query.find``, plus skip and a time limit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from perovdb.db import Database
+from perovdb.documents import COLLECTIONS
+from perovdb.errors import InvalidRecord
+from perovdb.query import check_filter
+
+
+@dataclass(frozen=True)
+class Limits:
+    """API limits; each can be set on ``Settings`` as ``api_<name>`` (``PEROVDB_API_<NAME>``)."""
+
+    max_limit: int = 1000
+    default_limit: int = 100
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_time_ms: int = 10_000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        """Defaults, overridden by ``settings.api_max_limit`` etc. where the settings have them."""
+        values = {name: getattr(settings, f"api_{name}", None) for name in cls.__dataclass_fields__}
+        return cls(**{k: int(v) for k, v in values.items() if v is not None})
+
+
+def jsonable(value: Any) -> Any:
+    """A stored value as JSON: datetimes as ISO-8601 UTC, Mongo's ``_id`` dropped."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items() if k != "_id"}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by the C encoder (datetimes as ISO-8601 UTC); NaN is refused."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=_default, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8")
+
+
+def query_page(
+    db: Database,
+    collection: str,
+    criteria: dict[str, Any],
+    *,
+    fields: list[str] | None = None,
+    sort: dict[str, int] | None = None,
+    skip: int = 0,
+    limit: int = 100,
+    max_time_ms: int | None = None,
+    count: bool = True,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of documents (without ``_id``) and the total count of matches.
+
+    ``max_time_ms`` is passed to the server on MongoDB; the embedded and in-memory backends have no
+    query timeout (they scan a laptop-sized collection).
+    """
+    if collection not in COLLECTIONS:
+        raise InvalidRecord(f"unknown collection {collection!r}")
+    check_filter(criteria)
+    store = db.store(collection)
+    key = COLLECTIONS[collection][1]
+    sort = dict(sort or {})
+    sort.setdefault(key, 1)  # a stable order, so pages never overlap
+    properties = None
+    if fields is not None:
+        properties = list(dict.fromkeys([*fields, key]))
+    extra: dict[str, Any] = {}
+    if db.backend == "mongodb" and max_time_ms:
+        extra["max_time_ms"] = max_time_ms
+    docs = [
+        {k: v for k, v in doc.items() if k != "_id"}
+        for doc in store.query(criteria, properties=properties, sort=sort, skip=skip, limit=limit, **extra)
+    ]
+    total: int | None = None
+    if count:
+        if db.backend == "mongodb" and max_time_ms:
+            total = store._collection.count_documents(criteria, maxTimeMS=max_time_ms)  # type: ignore[attr-defined]
+        elif not criteria and not skip and len(docs) < limit:
+            total = len(docs)
+        else:
+            total = store.count(criteria)
+    return docs, total
