@@ -13,9 +13,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from monty.json import MSONable
 
-class ArtifactStore(ABC):
-    """Key → bytes store. Keys are plain strings such as ``graphs/<structure_id>/<settings_hash>``."""
+
+class ArtifactStore(MSONable, ABC):
+    """Key → bytes store. Keys are plain strings such as ``graphs/<settings_hash>/<structure_id>``.
+
+    MSONable (like maggma Stores), so builders holding one run under maggma's ``mrun``.
+    """
 
     @abstractmethod
     def put(self, key: str, data: bytes, metadata: dict[str, Any] | None = None) -> str:
@@ -104,11 +109,14 @@ class DirectoryArtifactStore(ArtifactStore):
 class GridFSArtifactStore(ArtifactStore):
     """Artifacts in GridFS of the same MongoDB database (bucket ``artifacts``)."""
 
-    def __init__(self, database: Any, bucket: str = "artifacts") -> None:
+    def __init__(self, uri: str, database: str, bucket: str = "artifacts") -> None:
         import gridfs
+        from pymongo import MongoClient
 
-        self._bucket = gridfs.GridFSBucket(database, bucket_name=bucket)
-        self._files = database[f"{bucket}.files"]
+        self.uri, self.database, self.bucket = uri, database, bucket
+        db: Any = MongoClient(uri)[database]
+        self._bucket = gridfs.GridFSBucket(db, bucket_name=bucket)
+        self._files = db[f"{bucket}.files"]
 
     def put(self, key: str, data: bytes, metadata: dict[str, Any] | None = None) -> str:
         digest = hashlib.sha256(data).hexdigest()

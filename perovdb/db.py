@@ -281,7 +281,7 @@ class Database:
             path = self.embedded_path
             assert path is not None
             return DirectoryArtifactStore(path / "artifacts")
-        return GridFSArtifactStore(self._pymongo_database())
+        return GridFSArtifactStore(self.uri, self._server_database_name())
 
     def _server_database_name(self) -> str:
         path = urlsplit(self.uri).path.lstrip("/")

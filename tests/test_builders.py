@@ -92,8 +92,13 @@ def test_one_changed_calculation_updates_exactly_one_material(tables_db):
 
 
 @pytest.mark.slow
-def test_multifidelity_materials_follow_the_matching_rule(db):
-    """PBE and HSE06 rows of one compound and phase are one material; the rule is structure composition + phase."""
+def test_multifidelity_materials_follow_the_matching_rule(tmp_path):
+    """PBE and HSE06 rows of one compound and phase are one material; the rule is structure composition + phase.
+
+    On memory only: the same builder code runs on every backend in the tests above, and the full
+    multi-fidelity ingest is covered per backend in test_ingest.
+    """
+    db = make_database("memory", tmp_path)
     assert ingest(db, MULTIFIDELITY).ok
     run_builders(db, ["materials"])
     materials = _materials(db)
@@ -111,7 +116,11 @@ def test_multifidelity_materials_follow_the_matching_rule(db):
         per_group[(row["Name"], row["Crystal Structure"])].add(mid)
         names_of[mid].add(row["Name"])
         assert materials[mid]["phase"] == row["Crystal Structure"]
+    # row 623 (mislabelled 'Monoclinic' copy of row 40's Cubic geometry) is the one source not counted above:
+    # calculations merge it into row 40's, so its (name, phase) pair has no calculation of its own
+    authors.discard(("MASn0.25Pb0.875I3", "Monoclinic"))
     assert all(len(mids) == 1 for mids in per_group.values())
+    assert set(per_group) == authors
     for mid, names in names_of.items():
         compositions = [SiteFractions.from_formula(n) for n in names]
         for site in ("a", "b", "x"):
@@ -254,3 +263,26 @@ def test_one_changed_reference_updates_only_its_evaluations(jarvis_db):
     moved = {eid for eid in after if after[eid]["last_updated"] != before[eid]["last_updated"]}
     assert after[next(iter(moved))]["subset"] == "all" and len(moved) == 1  # JARVIS has no mixing types
     assert find(db, "predictions", {}) == predictions_before
+
+
+@pytest.mark.slow
+def test_builders_run_under_maggma_mrun(tmp_path):
+    """Exported builders run in maggma's own runner (mrun) and do the same incremental work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from perovdb.builders import export_builders
+    from perovdb.ml.registry import activate, import_upstream
+
+    db = make_database("monty", tmp_path)
+    assert ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW").ok
+    model = import_upstream(db, UPSTREAM / "alignn2_pure_tiny.zip", "jarvis-gap", "band_gap", "OptB88vdW")
+    activate(db, model.model_id)
+    mrun = Path(sys.executable).parent / "mrun"
+    for path in export_builders(db, tmp_path / "builders"):
+        done = subprocess.run([str(mrun), str(path)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert len(find(db, "materials", {})) == 50 and len(find(db, "predictions", {})) == 50
+    assert find(db, "evaluations", {"model_id": model.model_id, "subset": "all"})[0]["n"] == 50
+    assert all(r.planned == 0 for r in run_builders(db, ["all"], dry_run=True))  # mrun left nothing to do

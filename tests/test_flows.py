@@ -14,10 +14,10 @@ from perovdb.provenance import diff_models, to_dot, to_json, walk
 from perovdb.query import find
 
 WORKFLOWS = REPO / "workflows"
-QUICK = {"epochs": 2, "batch_size": 16, "early_stopping_patience": None}
+QUICK = {"epochs": 1, "batch_size": 16, "early_stopping_patience": None}
 
 
-def _subset(tmp_path: Path, n_pbe: int = 50, n_hse: int = 36) -> Path:
+def _subset(tmp_path: Path, n_pbe: int = 30, n_hse: int = 28) -> Path:
     """The first PBE and HSE06 rows of the real multi-fidelity set."""
     with open(MULTIFIDELITY, newline="") as handle:
         rows = list(csv.reader(handle))
@@ -149,7 +149,7 @@ def test_rerun_resumes_a_failed_flow_without_recomputing(mf_db, monkeypatch):
 @pytest.mark.slow
 def test_multi_fidelity_flow_and_model_diff(tmp_path):
     db = make_database("memory", tmp_path)
-    assert ingest(db, _subset(tmp_path)).ok
+    assert ingest(db, _subset(tmp_path, n_pbe=24, n_hse=20)).ok
     spec = _quick(WorkflowSpec.from_file(WORKFLOWS / "pbe_to_hse.yaml"))
     state = run_flow(db, spec.to_flow())
     assert state.finished, state.jobs

@@ -73,7 +73,10 @@ def test_multifidelity_set(db):
     assert {s["origin"] for s in structures} == {"relaxed"}
     with open(MULTIFIDELITY, newline="") as handle:
         phase_of_row = {str(i): row["Crystal Structure"] for i, row in enumerate(csv.DictReader(handle), start=1)}
-    assert all(s["phase"] == phase_of_row[src["record"]] for s in structures for src in s["sources"])
+    # one geometry, two phase labels: row 623 (the set's only 'Monoclinic', named MASn0.25Pb0.875I3, whose
+    # fractions do not sum) repeats row 40's geometry and values (MA1Sn0.12Pb0.88I3, Cubic); the first label stays
+    mismatched = {src["record"] for s in structures for src in s["sources"] if s["phase"] != phase_of_row[src["record"]]}
+    assert mismatched == {"623"}
     assert all(s["perovskite"] is not None for s in structures)
     levels = Counter(c["level_of_theory"] for c in find(db, "calculations", {}))
     assert levels == {"PBE": 612, "HSE06": 370}

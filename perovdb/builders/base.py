@@ -14,6 +14,31 @@ from typing import Any, ClassVar
 
 from maggma.core import Builder
 
+from perovdb.documents import PerovdbDocument, content_hash
+
+#: fields that never count as a change of content
+BOOKKEEPING = frozenset({"created_at", "last_updated", "inputs_last_updated", "inputs_digest", "job_uuid"})
+
+
+def keep_timestamps(new: dict[str, Any], old: dict[str, Any] | None, model: type[PerovdbDocument]) -> bool:
+    """Carry ``created_at`` (and ``last_updated`` when the content is the same) from ``old`` to ``new``.
+
+    Returns whether the content changed (a new document counts as changed).
+    """
+    if old is None:
+        return True
+    old = {k: v for k, v in old.items() if k != "_id"}
+    previous, current = model.model_validate(old), model.model_validate(new)
+    new["created_at"] = previous.created_at
+    same = content_hash(previous.model_dump(mode="json", exclude=set(BOOKKEEPING))) == content_hash(
+        current.model_dump(mode="json", exclude=set(BOOKKEEPING))
+    )
+    if same:
+        new["last_updated"] = previous.last_updated
+        if old.get("job_uuid") and not new.get("job_uuid"):
+            new["job_uuid"] = old["job_uuid"]  # the job that first computed it stays on record
+    return not same
+
 
 @dataclass
 class BuildPlan:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from maggma.core import Store
 
-from perovdb.builders.base import BuildPlan, IncrementalBuilder
+from perovdb.builders.base import BuildPlan, IncrementalBuilder, keep_timestamps
 from perovdb.documents import PROPERTIES, EvaluationDoc, content_hash
 
 BUILDER_VERSION = "evaluations-1"
@@ -110,8 +110,12 @@ class EvaluationsBuilder(IncrementalBuilder):
         structures: Store,
         evaluations: Store,
         full: bool = False,
+        only_models: list[str] | None = None,
+        job_uuid: str | None = None,
         **kwargs: Any,
     ):
+        self.only_models = only_models
+        self.job_uuid = job_uuid
         self.models = models
         self.predictions = predictions
         self.calculations = calculations
@@ -125,8 +129,11 @@ class EvaluationsBuilder(IncrementalBuilder):
         """Hash of what each (model, property) compares: its predictions and their reference calculations."""
         preds: dict[tuple[str, str], list[tuple]] = defaultdict(list)
         structures_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+        criteria: dict[str, Any] = {"stale": False}
+        if self.only_models is not None:
+            criteria["model_id"] = {"$in": self.only_models}
         for p in self.predictions.query(
-            {"stale": False}, properties=["model_id", "property", "structure_id", "prediction_id", "value"]
+            criteria, properties=["model_id", "property", "structure_id", "prediction_id", "value"]
         ):
             item = (p["model_id"], p["property"])
             preds[item].append((p["prediction_id"], p["value"]))
@@ -151,7 +158,8 @@ class EvaluationsBuilder(IncrementalBuilder):
         digests = self._digests()
         stored: dict[tuple[str, str], set[str | None]] = defaultdict(set)
         stored_ids: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for e in self.evaluations.query({}, properties=["evaluation_id", "model_id", "property", "inputs_digest"]):
+        scope = {"model_id": {"$in": self.only_models}} if self.only_models is not None else {}
+        for e in self.evaluations.query(scope, properties=["evaluation_id", "model_id", "property", "inputs_digest"]):
             stored[(e["model_id"], e["property"])].add(e.get("inputs_digest"))
             stored_ids[(e["model_id"], e["property"])].append(e["evaluation_id"])
         plan = BuildPlan(total=len(digests))
@@ -210,6 +218,8 @@ class EvaluationsBuilder(IncrementalBuilder):
             item["mixing_types"],
             item["inputs_digest"],
         )
+        for doc in docs:
+            doc.job_uuid = self.job_uuid
         return {"key": [item["model"]["model_id"], item["property"]], "docs": [d.to_store() for d in docs]}
 
     def update_targets(self, items: list[dict[str, Any]]) -> None:
@@ -221,17 +231,7 @@ class EvaluationsBuilder(IncrementalBuilder):
             }
             writes = []
             for doc in item["docs"]:
-                old = stored.pop(doc["evaluation_id"], None)
-                if old is not None:
-                    old.pop("_id", None)
-                    previous = EvaluationDoc.model_validate(old)
-                    doc["created_at"] = previous.created_at
-                    if _numbers(previous) == _numbers(EvaluationDoc.model_validate(doc)):
-                        doc["last_updated"] = previous.last_updated
-                    else:
-                        self.changed += 1
-                else:
-                    self.changed += 1
+                self.changed += keep_timestamps(doc, stored.pop(doc["evaluation_id"], None), EvaluationDoc)
                 writes.append(doc)
             if writes:
                 self.evaluations.update(writes, key="evaluation_id")
@@ -243,7 +243,3 @@ class EvaluationsBuilder(IncrementalBuilder):
         """Delete evaluations of models or properties that have no predictions any more."""
         self.evaluations.remove_docs({"evaluation_id": {"$in": keys}})
         return len(keys)
-
-
-def _numbers(doc: EvaluationDoc) -> str:
-    return content_hash(doc.model_dump(mode="json", exclude={"created_at", "last_updated", "inputs_digest"}))

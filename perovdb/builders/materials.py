@@ -19,7 +19,7 @@ from typing import Any
 
 from maggma.core import Store
 
-from perovdb.builders.base import BuildPlan, IncrementalBuilder
+from perovdb.builders.base import BuildPlan, IncrementalBuilder, keep_timestamps
 from perovdb.db import chunks
 
 from perovdb.documents import PROPERTIES, MaterialDoc, PropertyValue, content_hash, utcnow
@@ -209,17 +209,7 @@ class MaterialsBuilder(IncrementalBuilder):
         stored = {d["material_id"]: d for d in self.materials.query({"material_id": {"$in": ids}})}
         writes = []
         for item in items:
-            old = stored.get(item["material_id"])
-            if old is not None:
-                old.pop("_id", None)
-                previous = MaterialDoc.model_validate(old)
-                item["created_at"] = previous.created_at
-                if _content(previous) == _content(MaterialDoc.model_validate(item)):
-                    item["last_updated"] = previous.last_updated
-                else:
-                    self.changed += 1
-            else:
-                self.changed += 1
+            self.changed += keep_timestamps(item, stored.get(item["material_id"]), MaterialDoc)
             writes.append(item)
         self.materials.update(writes, key="material_id")
 
@@ -232,7 +222,3 @@ class MaterialsBuilder(IncrementalBuilder):
 def _naive(stamp: datetime) -> datetime:
     """Compare stored datetimes whatever the backend hands back (naive UTC or aware)."""
     return stamp.replace(tzinfo=None) if stamp.tzinfo is not None else stamp
-
-
-def _content(doc: MaterialDoc) -> str:
-    return content_hash(doc.model_dump(mode="json", exclude={"created_at", "last_updated", "inputs_last_updated"}))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from monty.json import MontyEncoder
 
 from perovdb.builders.base import IncrementalBuilder
 from perovdb.db import Database, chunks
@@ -123,6 +127,20 @@ def run_builders(
             progress = (lambda done, total, n=name: on_progress(n, done, total)) if on_progress else None
             reports.append(run_builder(db, builder, dry_run=dry_run, on_progress=progress))
     return reports
+
+
+def export_builders(db: Database, folder: str | Path, names: Iterable[str] = ("all",), *, full: bool = False) -> list[Path]:
+    """Write each builder as maggma JSON (``<name>.json``) for ``mrun``; needs a shareable backend (monty, mongodb)."""
+    if db.backend == "memory":
+        raise ValueError("memory:// lives in one process; export builders of a monty:// or mongodb:// database")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in resolve(names):
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(make_builder(db, name, full=full).as_dict(), cls=MontyEncoder, indent=1))
+        paths.append(path)
+    return paths
 
 
 def last_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:

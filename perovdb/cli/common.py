@@ -34,7 +34,7 @@ DEFAULT_FIELDS = {
     "predictions": ["prediction_id", "model_id", "structure_id", "property", "value", "stale"],
     "evaluations": ["evaluation_id", "model_id", "property", "reference_level_of_theory", "subset", "n", "mae"],
 }
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def open_db(uri: str | None) -> Database:

@@ -27,12 +27,20 @@ def build(
     builders: Annotated[list[str] | None, typer.Argument(help="materials, predictions, evaluations or all.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Rebuild everything, not only what changed.")] = False,
+    export: Annotated[Path | None, typer.Option(help="Only write the builders as JSON here, for maggma's mrun.")] = None,
     uri: UriOption = None,
 ) -> None:
     """Bring the derived collections up to date (in dependency order, incrementally)."""
-    from perovdb.builders import run_builders
+    from perovdb.builders import export_builders, run_builders
 
     with open_db(uri) as db:
+        if export is not None:
+            try:
+                paths = export_builders(db, export, builders or ["all"], full=full)
+            except ValueError as error:
+                fail(error)
+            console.print("run them in order with maggma: " + " && ".join(f"mrun {p}" for p in paths))
+            return
         try:
             with progress_bar() as progress:
                 tasks: dict[str, int] = {}

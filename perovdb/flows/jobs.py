@@ -14,7 +14,6 @@ from typing import Any
 from jobflow import job
 from pymatgen.core import Structure
 
-from perovdb.builders.evaluations import evaluate
 from perovdb.builders.materials import compound_key
 from perovdb.builders.predictions import geometry_digest
 from perovdb.db import Database
@@ -260,51 +259,34 @@ def predict_job(model: dict[str, Any], structures: dict[str, Any], uri: str | No
 
 @job
 def evaluate_job(model: dict[str, Any], reference_level: str | None = None, uri: str | None = None) -> dict[str, Any]:
-    """Predict the model's own train/val/test structures and compare with the reference calculations."""
+    """Predict the model's own train/val/test structures and compare with the reference calculations.
+
+    The comparison is the evaluations builder's, run for this model only, so a later ``perovdb build``
+    finds nothing to redo.
+    """
+    from perovdb.builders.evaluations import EvaluationsBuilder
+    from perovdb.builders.runner import run_builder
+
     job_uuid, flow_uuid = _current()
     with job_database(uri) as db, record_job(db, job_uuid, "evaluate", flow_uuid) as record:
         doc = db.models.query_one({"model_id": model["model_id"]})
         ids = sorted({i for part in (doc.get("split") or {}).values() for i in part})
         predict_structures(db, doc["model_id"], ids, job_uuid)
-        predictions = list(
-            db.predictions.query(
-                {"model_id": doc["model_id"], "structure_id": {"$in": ids}, "stale": False},
-                properties=["structure_id", "value"],
-            )
+        builder = EvaluationsBuilder(
+            db.models, db.predictions, db.calculations, db.structures, db.evaluations,
+            only_models=[doc["model_id"]], job_uuid=job_uuid,
         )
-        calculations = list(
-            db.calculations.query(
-                {"structure_id": {"$in": ids}},
-                properties=["calculation_id", "structure_id", "level_of_theory", "properties", "last_updated"],
-            )
-        )
-        mixing = {
-            s["structure_id"]: s["perovskite"]["mixing_type"]
-            for s in db.structures.query({"structure_id": {"$in": ids}}, properties=["structure_id", "perovskite"])
-            if s.get("perovskite")
-        }
-        digest = content_hash([sorted((p["structure_id"], p["value"]) for p in predictions), len(calculations)])
-        evaluations = evaluate(doc, doc["target_property"], predictions, calculations, mixing, digest)
-        if reference_level:
-            evaluations = [e for e in evaluations if e.reference_level_of_theory == reference_level]
-        for evaluation in evaluations:
-            evaluation.job_uuid = job_uuid
-        if evaluations:
-            db.evaluations.update([e.to_store() for e in evaluations], key="evaluation_id")
+        report = run_builder(db, builder)
+        evaluations = [
+            e for e in db.evaluations.query({"model_id": doc["model_id"]})
+            if not e["subset"].startswith("mixing_type=")
+            and (reference_level is None or e["reference_level_of_theory"] == reference_level)
+        ]
         summary = [
-            {
-                "evaluation_id": e.evaluation_id,
-                "reference": e.reference_level_of_theory,
-                "subset": e.subset,
-                "n": e.n,
-                "mae": e.mae,
-                "rmse": e.rmse,
-                "r2": e.r2,
-            }
-            for e in evaluations
-            if not e.subset.startswith("mixing_type=")
+            {k: e[k] for k in ("evaluation_id", "reference_level_of_theory", "subset", "n", "mae", "rmse", "r2")}
+            for e in sorted(evaluations, key=lambda e: (e["reference_level_of_theory"], e["subset"]))
         ]
         record.inputs = {"model_id": doc["model_id"], "reference_level": reference_level, "structure_ids": ids}
         record.derived_from = [doc["model_id"]]
-        record.outputs = {"evaluations": len(evaluations)}
+        record.outputs = {"evaluations": len(summary), "changed": report.changed}
         return {"model_id": doc["model_id"], "evaluations": summary}

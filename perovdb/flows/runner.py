@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +57,8 @@ def run_flow(
 
 def _run(db: Database, flow: Flow) -> None:
     store = job_store(db)
-    with using_database(db):
+    with using_database(db), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="cd is deprecated", category=FutureWarning)  # jobflow's own
         run_locally(flow, store=store, log=False, ensure_success=False, allow_external_references=True)
 
 
