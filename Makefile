@@ -44,7 +44,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/api.py
 
 accuracy: setup
-	$(BIN)/python -m perovdb.accuracy --preset full --out reports
+	$(BIN)/perovdb evaluate --preset full --out reports
 
 clean:
 	rm -rf $(VENV) .perovdb .pytest_cache

@@ -67,8 +67,11 @@ def upsert(store: Store, docs: list[dict] | dict, key: list | str | None = None)
     collection = store._collection
     existing: dict[tuple, Any] = {}
     if len(fields) == 1:
-        for d in collection.find({fields[0]: {"$in": [k[0] for k in latest]}}, {fields[0]: 1}):
-            existing[(d[fields[0]],)] = d["_id"]
+        # one projected scan, matched in Python: these backends test '$in' against every document (O(N·K))
+        wanted = {k[0] for k in latest}
+        for d in collection.find({}, {fields[0]: 1}):
+            if d.get(fields[0]) in wanted:
+                existing[(d[fields[0]],)] = d["_id"]
     else:
         for k in latest:
             found = collection.find_one(dict(zip(fields, k)), {"_id": 1})

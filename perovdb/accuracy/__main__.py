@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m perovdb.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_results is not None:
         with open(args.from_results, "rb") as handle:
-            saved = pickle.load(handle)  # noqa: S301 - our own file
+            saved = pickle.load(handle)
         print(write_report(saved["results"], args.out, command=saved["command"]))
         return 0
     settings = PRESETS[args.preset](**parse_overrides(args.set))

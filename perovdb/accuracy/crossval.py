@@ -15,7 +15,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from perovdb.accuracy.baselines import mae_rmse, mean_baseline, random_forest
-from perovdb.accuracy.data import EvalRecord, load_hse_table, load_multifidelity, subset_by_compound
+from perovdb.accuracy.data import (
+    EvalRecord,
+    load_hse_table,
+    load_multifidelity,
+    subset_by_compound,
+)
 from perovdb.accuracy.folds import grouped_folds, grouped_validation_split
 
 Task = Literal["hse_gap", "pbe_gap", "decomposition", "table_hse_gap"]
@@ -75,11 +80,11 @@ class AccuracySettings(BaseModel):
     @classmethod
     def quick(cls, **overrides: Any) -> AccuracySettings:
         """CI preset: small real subset, tiny model, two epochs, three folds (about a minute)."""
-        values: dict[str, Any] = dict(
-            preset="quick", folds=3, max_compounds=36, max_table_compounds=30, rf_estimators=50,
-            alignn_layers=1, gcn_layers=1, hidden_features=16, embedding_features=16,
-            epochs=2, pretrain_epochs=2, finetune_epochs=2, batch_size=16,
-        )
+        values: dict[str, Any] = {
+            "preset": "quick", "folds": 3, "max_compounds": 36, "max_table_compounds": 30, "rf_estimators": 50,
+            "alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 16,
+            "epochs": 2, "pretrain_epochs": 2, "finetune_epochs": 2, "batch_size": 16,
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -91,10 +96,10 @@ class AccuracySettings(BaseModel):
         (~0.03 s per structure, forward + backward), so the epochs are few and ALIGNN is not trained on the
         decomposition energy here (add it with ``alignn_tasks``); more epochs need proportionally more time.
         """
-        values: dict[str, Any] = dict(
-            preset="full", folds=5, workers=2, epochs=14, pretrain_epochs=8, finetune_epochs=8,
-            alignn_tasks=("hse_gap", "pbe_gap", "table_hse_gap"),
-        )
+        values: dict[str, Any] = {
+            "preset": "full", "folds": 5, "workers": 2, "epochs": 14, "pretrain_epochs": 8, "finetune_epochs": 8,
+            "alignn_tasks": ("hse_gap", "pbe_gap", "table_hse_gap"),
+        }
         values.update(overrides)
         return cls(**values)
 

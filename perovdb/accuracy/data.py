@@ -13,9 +13,19 @@ import pandas as pd
 from pymatgen.core import Structure
 
 from perovdb.accuracy.folds import compound_key, mixing_type
-from perovdb.ingest.readers.composition_tables import COMPOSITION_COLUMNS, N_DESCRIPTORS, PROPERTY_COLUMNS
 from perovdb.documents import LevelOfTheory
-from perovdb.perovskite import SiteFractions, assign_sites, generate_supercell, parse_printed_structure, supercell_for_mixing
+from perovdb.ingest.readers.composition_tables import (
+    COMPOSITION_COLUMNS,
+    N_DESCRIPTORS,
+    PROPERTY_COLUMNS,
+)
+from perovdb.perovskite import (
+    SiteFractions,
+    assign_sites,
+    generate_supercell,
+    parse_printed_structure,
+    supercell_for_mixing,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MULTIFIDELITY_CSV = REPO / "data" / "mannodi_multifidelity_structures" / "Training_PBE_and_HSE_data.csv"

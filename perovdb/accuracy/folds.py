@@ -91,7 +91,7 @@ def grouped_validation_split(
 ) -> dict[str, list[str]]:
     """Split training records into {"train", "val"} by compound (for early stopping; the test fold is never seen)."""
     unique = sorted({r.key for r in records})
-    n_val = max(1, int(round(fraction * len(unique))))
+    n_val = max(1, round(fraction * len(unique)))
     if n_val >= len(unique):
         raise ValueError(f"{len(unique)} compounds are too few for a validation split")
     order = np.random.default_rng(seed).permutation(len(unique))

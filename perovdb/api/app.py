@@ -7,6 +7,8 @@ the key in ``X-API-Key``. Lists are paged with ``skip`` and ``limit``; a ``limit
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import re
 import tempfile
@@ -110,6 +112,15 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     app.state.limits = limits
     install_error_handlers(app)
     app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes)
+    if db.backend == "monty":
+        # montydb's SQLite storage keeps one connection per store object and must not be used from two
+        # threads at once; FastAPI runs endpoints in a thread pool, so requests take turns on the embedded store
+        one_at_a_time = asyncio.Lock()
+
+        @app.middleware("http")
+        async def serialise_embedded_store(request: Request, call_next: Any) -> Any:
+            async with one_at_a_time:
+                return await call_next(request)
 
     limit_q = Query(limits.default_limit, ge=1, le=limits.max_limit,
                     description=f"Page size; above {limits.max_limit} is refused (400).")

@@ -296,5 +296,6 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
+from perovdb.cli import accuracy as _accuracy  # noqa: E402,F401  (registers evaluate)
 from perovdb.cli import serve as _serve  # noqa: E402,F401  (registers serve)
 from perovdb.cli import workflows as _workflows  # noqa: E402,F401  (registers build, flow, provenance, model)

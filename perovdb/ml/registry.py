@@ -17,6 +17,7 @@ from maggma.core import Store
 from perovdb.artifacts import ArtifactStore
 from perovdb.db import Database
 from perovdb.documents import ModelDoc, property_spec
+from perovdb.documents.base import escape_keys
 from perovdb.graphs.graph import CrystalGraph
 from perovdb.graphs.settings import GraphSettings
 from perovdb.ml.checkpoint import import_checkpoint, state_dict_from_bytes, state_dict_to_bytes
@@ -80,7 +81,7 @@ def register_model(
     """Store a trained model: weights under ``models/<model_id>/weights.pt``, a ``ModelDoc`` in ``db.models``."""
     spec = property_spec(target_property)
     all_ids = sorted(i for part in result.split.values() for i in part)
-    dataset = dataset or {}
+    dataset = escape_keys(dataset or {})  # its query may hold '$' operators, which stored keys cannot
     dataset.setdefault("n", len(all_ids))
     dataset.setdefault("ids_sha256", hashlib.sha256("\n".join(all_ids).encode()).hexdigest())
     if result.init_from:
