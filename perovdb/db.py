@@ -88,6 +88,60 @@ def upsert(store: Store, docs: list[dict] | dict, key: list | str | None = None)
             collection.replace_one(dict(zip(fields, k)), latest[k], upsert=True)
 
 
+#: an ``$in`` list longer than this is matched in Python on backends without indexes
+SCAN_IN_THRESHOLD = 16
+
+
+def _large_in(criteria: dict | None) -> tuple[str, set, dict] | None:
+    """(field, values, other criteria) when ``criteria`` has one top-level field with a long ``$in`` of ids."""
+    if not criteria:
+        return None
+    for field, condition in criteria.items():
+        if (
+            not field.startswith("$")
+            and "." not in field
+            and isinstance(condition, dict)
+            and list(condition) == ["$in"]
+            and isinstance(condition["$in"], (list, tuple, set))
+            and len(condition["$in"]) > SCAN_IN_THRESHOLD
+            and all(isinstance(v, (str, int)) for v in condition["$in"])
+        ):
+            rest = {k: v for k, v in criteria.items() if k != field}
+            return field, set(condition["$in"]), rest
+    return None
+
+
+def scan_query(store: Store, base_query: Any, criteria: dict | None, properties: Any, **kwargs: Any) -> Iterator[dict]:
+    """``query`` with a long ``$in`` matched in Python after one scan.
+
+    mongomock and montydb test ``$in`` by walking the list for every stored document (O(N·K)); a set
+    lookup per document makes bulk lookups by id linear.
+    """
+    found = _large_in(criteria)
+    if found is None:
+        yield from base_query(criteria=criteria, properties=properties, **kwargs)
+        return
+    field, values, rest = found
+    skip, limit = kwargs.pop("skip", 0) or 0, kwargs.pop("limit", 0) or 0
+    projection = properties
+    if isinstance(properties, list) and field not in properties:
+        projection = [*properties, field]
+    elif isinstance(properties, dict) and properties and field not in properties:
+        projection = {**properties, field: 1}
+    matched = 0
+    for doc in base_query(criteria=rest, properties=projection, **kwargs):
+        if doc.get(field) not in values:
+            continue
+        matched += 1
+        if matched <= skip:
+            continue
+        if projection is not properties:
+            doc.pop(field, None)
+        yield doc
+        if limit and matched - skip >= limit:
+            return
+
+
 class SharedMemoryStore(MemoryStore):
     """A MemoryStore on a mongomock database shared by all collections of one ``Database``.
 
@@ -105,6 +159,10 @@ class SharedMemoryStore(MemoryStore):
     def close(self) -> None:
         """Nothing to release; the data stays with the Database."""
 
+    def query(self, criteria: dict | None = None, properties: Any = None, **kwargs: Any) -> Iterator[dict]:
+        """maggma ``query``; long ``$in`` lists are matched in one scan (see ``scan_query``)."""
+        return scan_query(self, super().query, criteria, properties, **kwargs)
+
     def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
         """Upsert by key (see ``upsert``)."""
         upsert(self, docs, key)
@@ -120,6 +178,10 @@ class EmbeddedStore(MontyStore):
     def ensure_index(self, key: str, unique: bool | None = False) -> bool:
         """montydb has no indexes: queries scan, which is fine at a laptop's scale."""
         return False
+
+    def query(self, criteria: dict | None = None, properties: Any = None, **kwargs: Any) -> Iterator[dict]:
+        """maggma ``query``; long ``$in`` lists are matched in one scan (see ``scan_query``)."""
+        return scan_query(self, super().query, criteria, properties, **kwargs)
 
     def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
         """Upsert by key (see ``upsert``)."""
