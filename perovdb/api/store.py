@@ -31,21 +31,6 @@ class Limits:
         return cls(**{k: int(v) for k, v in values.items() if v is not None})
 
 
-def jsonable(value: Any) -> Any:
-    """A stored value as JSON: datetimes as ISO-8601 UTC, Mongo's ``_id`` dropped."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items() if k != "_id"}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:

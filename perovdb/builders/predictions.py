@@ -30,6 +30,47 @@ def geometry_digest(structure: dict[str, Any]) -> str:
     return content_hash(structure["structure"])
 
 
+def predict_documents(
+    loaded: Any,
+    structures: list[dict[str, Any]],
+    artifacts: ArtifactStore,
+    job_uuid: str | None = None,
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
+    """Prediction documents of a loaded model for structure documents (``structure_id`` and ``structure``).
+
+    Graphs come through the graph cache of the model's settings; ids are content-derived (model,
+    structure, geometry). Shared by this builder and the flows' predict and evaluate jobs.
+    """
+    from perovdb.graphs import GraphCache, build_graphs
+
+    if not structures:
+        return []
+    settings = loaded.config.graph
+    pairs = [(s["structure_id"], Structure.from_dict(s["structure"])) for s in structures]
+    graphs = build_graphs(pairs, settings, cache=GraphCache(artifacts, settings), progress=False)
+    values = loaded.predict([graphs[sid] for sid, _ in pairs], batch_size=batch_size)
+    model_id, now = loaded.doc.model_id, utcnow()
+    docs = []
+    for structure, value in zip(structures, values, strict=True):
+        digest = geometry_digest(structure)
+        docs.append(
+            PredictionDoc(
+                prediction_id=PredictionDoc.make_id(model_id, structure["structure_id"], digest),
+                model_id=model_id,
+                structure_id=structure["structure_id"],
+                structure_digest=digest,
+                property=loaded.doc.target_property,
+                unit=loaded.doc.unit,
+                value=float(value),
+                job_uuid=job_uuid,
+                created_at=now,
+                last_updated=now,
+            ).to_store()
+        )
+    return docs
+
+
 class PredictionsBuilder(IncrementalBuilder):
     """Keeps ``predictions`` of the active models current (see module docstring)."""
 
@@ -113,31 +154,7 @@ class PredictionsBuilder(IncrementalBuilder):
 
     def process_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         """Predict one batch (graphs from the cache; weights from the artifact store)."""
-        from perovdb.graphs import GraphCache, build_graphs
-
-        loaded = self._model(item["model_id"])
-        cache = GraphCache(self.artifacts, loaded.config.graph)
-        pairs = [(s["structure_id"], Structure.from_dict(s["structure"])) for s in item["structures"]]
-        graphs = build_graphs(pairs, loaded.config.graph, cache=cache, progress=False)
-        values = loaded.predict([graphs[sid] for sid, _ in pairs])
-        now = utcnow()
-        docs = []
-        for structure, value in zip(item["structures"], values, strict=True):
-            digest = geometry_digest(structure)
-            docs.append(
-                PredictionDoc(
-                    prediction_id=PredictionDoc.make_id(item["model_id"], structure["structure_id"], digest),
-                    model_id=item["model_id"],
-                    structure_id=structure["structure_id"],
-                    structure_digest=digest,
-                    property=loaded.doc.target_property,
-                    unit=loaded.doc.unit,
-                    value=float(value),
-                    created_at=now,
-                    last_updated=now,
-                ).to_store()
-            )
-        return docs
+        return predict_documents(self._model(item["model_id"]), item["structures"], self.artifacts)
 
     def update_targets(self, items: list[list[dict[str, Any]]]) -> None:
         """Upsert the new predictions (ids are content-derived: rerunning never duplicates)."""

@@ -177,6 +177,11 @@ def stats(fmt: FormatOption = "table", uri: UriOption = None) -> None:
 
     with _open(uri) as db:
         numbers = collect_stats(db)
+    print_stats(numbers, fmt)
+
+
+def print_stats(numbers: dict[str, Any], fmt: str = "table") -> None:
+    """Print ``perovdb.query.stats`` output as tables or JSON."""
     if fmt == "json":
         sys.stdout.write(json.dumps(numbers, indent=2) + "\n")
         return
@@ -253,7 +258,9 @@ def demo(
         for r in result.builds:
             table.add_row(r.builder, str(r.total), str(r.planned), str(r.changed), str(r.removed))
         console.print(table)
-        stats(fmt="table", uri=uri) if db.backend != "memory" else None
+        from perovdb.query import stats as collect_stats
+
+        print_stats(collect_stats(db))
         if result.evaluations:
             table = Table(title=f"evaluation of {result.model_id}")
             for column in ("model", "property", "reference", "subset", "n", "MAE", "RMSE", "R²"):

@@ -15,9 +15,9 @@ from jobflow import job
 from pymatgen.core import Structure
 
 from perovdb.builders.materials import compound_key
-from perovdb.builders.predictions import geometry_digest
+from perovdb.builders.predictions import geometry_digest, predict_documents
 from perovdb.db import Database
-from perovdb.documents import PredictionDoc, content_hash, utcnow
+from perovdb.documents import PredictionDoc, content_hash
 from perovdb.flows.context import job_database
 from perovdb.flows.inputs import DatasetQuery, StructureQuery
 from perovdb.provenance.record import record_job
@@ -210,39 +210,23 @@ def predict_structures(
 
     if not structure_ids:
         return []
-    digests = {
-        d["structure_id"]: geometry_digest(d)
+    docs = {
+        d["structure_id"]: d
         for d in db.structures.query({"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure"])
     }
-    wanted = {sid: PredictionDoc.make_id(model_id, sid, digests[sid]) for sid in structure_ids}
+    missing = [sid for sid in structure_ids if sid not in docs]
+    if missing:
+        raise KeyError(f"structures not in the database: {missing[:5]}")
+    wanted = {sid: PredictionDoc.make_id(model_id, sid, geometry_digest(docs[sid])) for sid in structure_ids}
     existing = {
         p["prediction_id"]
         for p in db.predictions.query({"prediction_id": {"$in": list(wanted.values())}}, properties=["prediction_id"])
     }
-    todo = [sid for sid in structure_ids if wanted[sid] not in existing]
+    todo = [docs[sid] for sid in structure_ids if wanted[sid] not in existing]
     if todo:
         loaded = load_model(db, model_id)
-        graphs, _ = _graphs(db, todo, loaded.config.graph.model_dump(mode="json"))
-        values = loaded.predict([graphs[i] for i in todo], batch_size=batch_size)
-        now = utcnow()
-        db.predictions.update(
-            [
-                PredictionDoc(
-                    prediction_id=wanted[sid],
-                    model_id=model_id,
-                    structure_id=sid,
-                    structure_digest=digests[sid],
-                    property=loaded.doc.target_property,
-                    unit=loaded.doc.unit,
-                    value=float(value),
-                    job_uuid=job_uuid,
-                    created_at=now,
-                    last_updated=now,
-                ).to_store()
-                for sid, value in zip(todo, values, strict=True)
-            ],
-            key="prediction_id",
-        )
+        fresh = predict_documents(loaded, todo, db.artifacts, job_uuid=job_uuid, batch_size=batch_size)
+        db.predictions.update(fresh, key="prediction_id")
     return [wanted[sid] for sid in structure_ids]
 
 
