@@ -33,12 +33,8 @@ def _current() -> tuple[str, str | None]:
     return running.uuid, (running.hosts[-1] if running.hosts else None)
 
 
-def _graphs(db: Database, structure_ids: list[str], graph_settings: dict[str, Any], workers: int | None = None):
-    """Graphs of stored structures through the graph cache (built once per settings)."""
-    from perovdb.graphs import GraphCache, GraphSettings, build_graphs
-
-    settings = GraphSettings(**graph_settings)
-    cache = GraphCache(db.artifacts, settings)
+def _structure_docs(db: Database, structure_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """structure_id → document (id and pymatgen structure) of stored structures; all must exist."""
     docs = {
         d["structure_id"]: d
         for d in db.structures.query({"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure"])
@@ -46,6 +42,16 @@ def _graphs(db: Database, structure_ids: list[str], graph_settings: dict[str, An
     missing = [i for i in structure_ids if i not in docs]
     if missing:
         raise KeyError(f"structures not in the database: {missing[:5]}")
+    return docs
+
+
+def _graphs(db: Database, structure_ids: list[str], graph_settings: dict[str, Any], workers: int | None = None):
+    """Graphs of stored structures through the graph cache (built once per settings)."""
+    from perovdb.graphs import GraphCache, GraphSettings, build_graphs
+
+    settings = GraphSettings(**graph_settings)
+    cache = GraphCache(db.artifacts, settings)
+    docs = _structure_docs(db, structure_ids)
     pairs = [(i, Structure.from_dict(docs[i]["structure"])) for i in structure_ids]
     return build_graphs(pairs, settings, cache=cache, workers=workers, progress=False), docs
 
@@ -210,13 +216,7 @@ def predict_structures(
 
     if not structure_ids:
         return []
-    docs = {
-        d["structure_id"]: d
-        for d in db.structures.query({"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure"])
-    }
-    missing = [sid for sid in structure_ids if sid not in docs]
-    if missing:
-        raise KeyError(f"structures not in the database: {missing[:5]}")
+    docs = _structure_docs(db, structure_ids)
     wanted = {sid: PredictionDoc.make_id(model_id, sid, geometry_digest(docs[sid])) for sid in structure_ids}
     existing = {
         p["prediction_id"]
