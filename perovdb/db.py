@@ -175,6 +175,25 @@ class SharedMemoryStore(MemoryStore):
 class EmbeddedStore(MontyStore):
     """A MontyStore that works with maggma builders: indexes are a no-op and writes are batched."""
 
+    def connect(self, force_reset: bool = False) -> None:
+        """Open the montydb repository, writing its storage configuration only when it is missing.
+
+        maggma's ``MontyStore.connect`` rewrites the configuration files on every connect (truncate,
+        then write), so a second process opening the same repository at that moment reads an empty
+        storage name. Here the files are written once, under a file lock, and then only read.
+        """
+        if self._coll is not None and not force_reset:
+            return
+        from montydb import MontyClient, set_storage
+
+        repository = Path(self.database_path)
+        if not (repository / ".monty.storage").is_file():
+            with file_lock(repository, "montydb-setup", timeout=60.0):
+                if not (repository / ".monty.storage").is_file():
+                    set_storage(self.database_path, storage=self.storage, **self.storage_kwargs)
+        client = MontyClient(self.database_path, **self.client_kwargs)
+        self._coll = client[self.database_name][self.collection_name]
+
     def ensure_index(self, key: str, unique: bool | None = False) -> bool:
         """montydb has no indexes: queries scan, which is fine at a laptop's scale."""
         return False
