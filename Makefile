@@ -40,6 +40,7 @@ schemas: setup
 benchmarks: setup
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/graphs.py
+	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/builders.py
 	$(BIN)/python benchmarks/api.py
 

@@ -202,6 +202,7 @@ def train_model(
                     scheduler.step()
                 total += float(loss.item()) * len(batch_idx)
                 count += len(batch_idx)
+            train_seconds = time.perf_counter() - started
             val_pred = predict(model, val_graphs, train_config.batch_size, normalizer, device)
             val_mae = float(np.mean(np.abs(val_pred - y[val_idx])))
             history.append(
@@ -210,6 +211,7 @@ def train_model(
                     "train_loss": total / count,
                     "val_mae": val_mae,
                     "lr": float(optimizer.param_groups[0]["lr"]),
+                    "train_seconds": train_seconds,
                     "seconds": time.perf_counter() - started,
                 }
             )
