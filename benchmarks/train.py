@@ -194,7 +194,7 @@ def measure(side: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one side in a fresh process and read its JSON line."""
     command = [sys.executable, __file__, "--side", side, "--structures", str(args.structures),
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

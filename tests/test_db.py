@@ -33,6 +33,28 @@ def test_upsert_replaces_by_key_and_inserts_new(db):
     assert store.count() == 3
 
 
+@pytest.mark.parametrize("n_wanted", [5, 150, 400])
+def test_long_in_lists_find_what_the_backend_finds(db, n_wanted):
+    """Lists past the scan thresholds (projected and whole documents) give the backend's own answer."""
+    from perovdb.db import SCAN_IN_THRESHOLD
+
+    assert 5 < SCAN_IN_THRESHOLD["projected"] < 150 < SCAN_IN_THRESHOLD["whole"] < 400
+    store = db.store("scratch", key="k")
+    store.update([{"k": f"id{i:04d}", "v": i, "parity": i % 2} for i in range(1200)])
+    wanted = [f"id{i:04d}" for i in range(0, 3 * n_wanted, 3)] + ["absent"]
+    criteria = {"k": {"$in": wanted}, "parity": 0}
+    expected = [d["k"] for d in store._collection.find(criteria, sort=[("k", 1)])]
+    assert len(expected) == (n_wanted + 1) // 2
+    for properties in (None, ["k"], ["v"]):
+        found = list(store.query(criteria, properties=properties, sort={"k": 1}))
+        if properties == ["v"]:
+            assert [d["v"] for d in found] == [int(k[2:]) for k in expected] and all("k" not in d for d in found)
+        else:
+            assert [d["k"] for d in found] == expected
+    page = list(store.query(criteria, properties=["k"], sort={"k": 1}, skip=2, limit=3))
+    assert [d["k"] for d in page] == expected[2:5]
+
+
 def test_store_keeps_data_after_close_like_a_server(db):
     """maggma #830: a builder's finalize() closes its target; the data must survive."""
     store = db.store("scratch", key="k")
@@ -119,3 +141,46 @@ def test_embedded_store_persists_across_processes(tmp_path):
     subprocess.run([sys.executable, "-c", write], check=True, cwd=Path(__file__).parent)
     out = subprocess.run([sys.executable, "-c", read], check=True, capture_output=True, text=True)
     assert out.stdout.split() == ["42", "abc"]
+
+
+def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
+    """The embedded store's direct SQLite reads give exactly what montydb's engine gives."""
+    from datetime import datetime
+
+    import perovdb.db
+
+    db = connect(f"monty://{tmp_path / 'db'}", settings=Settings(uri=f"monty://{tmp_path / 'db'}"))
+    store = db.store("scratch", key="k")
+    docs = [
+        {"k": "a", "n": 1, "tags": ["x", "y"], "sub": {"deep": [1, {"z": 2}]}, "when": datetime(2026, 1, 2, 3, 4, 5)},
+        {"k": "b", "n": 1.0, "tags": ["y"], "flag": True},
+        {"k": "c", "n": 2, "tags": [], "sub": None},
+        {"k": "d", "flag": 1, "tags": "x"},
+        {"k": "e", "n": "1", "tags": [["x"]]},
+    ]
+    store.update(docs)
+
+    def engine_used(*args, **kwargs):
+        raise AssertionError("a plain query went to montydb's engine")
+
+    queries = [
+        ({}, None),
+        ({}, ["k", "sub", "when"]),
+        ({"n": 1}, ["k"]),
+        ({"tags": "x"}, ["k", "tags"]),
+        ({"tags": {"$in": ["y", "q"]}}, None),
+        ({"flag": 1}, ["k"]),
+        ({"k": {"$in": ["a", "c", "zz"]}, "n": {"$in": [1, 2]}}, {"k": 1, "n": 1}),
+        ({"missing": "x"}, ["k"]),
+    ]
+    for criteria, properties in queries:
+        with monkeypatch.context() as patch:
+            patch.setattr(perovdb.db, "scan_query", engine_used)
+            fast = list(store.query(criteria, properties=properties))
+        engine = list(store._collection.find(criteria, {p: 1 for p in properties} if properties else None))
+        assert fast == engine, (criteria, properties)
+        assert store.count(criteria) == len(engine)
+    assert [d["k"] for d in store.query({}, properties=["k"], skip=1, limit=2)] == ["b", "c"]
+    # sorted or non-plain queries are montydb's
+    assert [d["k"] for d in store.query({"n": {"$gte": 1}}, properties=["k"], sort={"k": -1})] == ["c", "b", "a"]
+    db.close()

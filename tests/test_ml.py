@@ -92,11 +92,12 @@ def tiny_training(dataset, seed: int = 7, **overrides) -> object:
 def test_training_is_deterministic_and_learns(dataset) -> None:
     first = tiny_training(dataset)
     second = tiny_training(dataset)
-    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    strip = lambda history: [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in history]  # noqa: E731
     assert strip(first.history) == strip(second.history)
     assert first.state_dict == second.state_dict
     assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
-    assert set(first.history[0]) == {"epoch", "train_loss", "val_mae", "lr", "seconds"}
+    assert set(first.history[0]) == {"epoch", "train_loss", "val_mae", "lr", "train_seconds", "seconds"}
+    assert 0 < first.history[0]["train_seconds"] < first.history[0]["seconds"]
     assert {"val_mae", "val_rmse", "test_mae", "test_rmse", "test_r2"} <= set(first.metrics)
     assert 1 <= first.best_epoch <= 3
     assert sorted(sum(first.split.values(), [])) == sorted(dataset[2])

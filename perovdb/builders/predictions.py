@@ -26,8 +26,11 @@ BUILDER_VERSION = "predictions-1"
 
 
 def geometry_digest(structure: dict[str, Any]) -> str:
-    """Digest of what a model sees of a structure document: its pymatgen structure."""
-    return content_hash(structure["structure"])
+    """Digest of what a model sees of a structure document: its pymatgen structure.
+
+    The stored ``geometry_digest`` when present (documents validated since it exists), else computed.
+    """
+    return structure.get("geometry_digest") or content_hash(structure["structure"])
 
 
 def predict_documents(
@@ -113,7 +116,7 @@ class PredictionsBuilder(IncrementalBuilder):
         for model in active:
             todo = []
             domain = json.loads(model.get("domain") or "{}")
-            for doc in self.structures.query(domain, properties=["structure_id", "structure"]):
+            for doc in self._digests(domain):
                 plan.total += 1
                 pid = PredictionDoc.make_id(model["model_id"], doc["structure_id"], geometry_digest(doc))
                 if pid in current and not self.full:
@@ -135,12 +138,27 @@ class PredictionsBuilder(IncrementalBuilder):
         plan.reasons = dict(reasons)
         return plan
 
+    def _digests(self, domain: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``structure_id`` and ``geometry_digest`` of the structures in ``domain``: the small fields only
+        (the structure itself is read for documents stored before the digest existed)."""
+        missing = []
+        for doc in self.structures.query(domain, properties=["structure_id", "geometry_digest"]):
+            if doc.get("geometry_digest"):
+                yield doc
+            else:
+                missing.append(doc["structure_id"])
+        for batch in chunks(missing, 500):
+            query = {"structure_id": {"$in": batch}}
+            for doc in self.structures.query(query, properties=["structure_id", "structure"]):
+                yield {"structure_id": doc["structure_id"], "geometry_digest": geometry_digest(doc)}
+
     def items_for(self, keys: list[Any]) -> Iterator[dict[str, Any]]:
         """Each batch: the model id and its structures."""
         for key in keys:
             structures = list(
                 self.structures.query(
-                    {"structure_id": {"$in": key["structure_ids"]}}, properties=["structure_id", "structure"]
+                    {"structure_id": {"$in": key["structure_ids"]}},
+                    properties=["structure_id", "structure", "geometry_digest"],
                 )
             )
             yield {"model_id": key["model_id"], "structures": structures}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import DummySpecies, Element, Species, Structure
 
 from perovdb.documents.base import PerovdbDocument, Source, content_hash
@@ -52,6 +52,10 @@ class StructureDoc(PerovdbDocument):
 
     structure_id: str = Field(description="Content-derived id; see README 'Identifiers'.")
     structure: dict[str, Any] = Field(description="pymatgen Structure.as_dict().")
+    geometry_digest: str = Field(
+        default="",
+        description="Digest of `structure`, what a model sees of it: computed on validation, never set by hand.",
+    )
     formula: str = Field(description="Full formula of the cell, e.g. 'Cs8 Pb8 I24'.")
     reduced_formula: str = Field(description="Reduced formula, e.g. 'CsPbI3'.")
     elements: list[str] = Field(description="Elements, sorted alphabetically.")
@@ -67,6 +71,13 @@ class StructureDoc(PerovdbDocument):
     phase: str | None = Field(default=None, description="Phase label from the source (Cubic, Tetra, Ortho, Hex…).")
     generation: Generation | None = Field(default=None, description="Recipe, for generated structures.")
     sources: list[Source] = Field(min_length=1, description="Every source this structure was read from.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_geometry(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("structure"), dict):
+            data = {**data, "geometry_digest": content_hash(data["structure"])}
+        return data
 
     def to_pymatgen(self) -> Structure:
         """The pymatgen Structure."""

@@ -37,7 +37,9 @@ def _structure_docs(db: Database, structure_ids: list[str]) -> dict[str, dict[st
     """structure_id → document (id and pymatgen structure) of stored structures; all must exist."""
     docs = {
         d["structure_id"]: d
-        for d in db.structures.query({"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure"])
+        for d in db.structures.query(
+            {"structure_id": {"$in": structure_ids}}, properties=["structure_id", "structure", "geometry_digest"]
+        )
     }
     missing = [i for i in structure_ids if i not in docs]
     if missing:
