@@ -184,7 +184,13 @@ class MaterialsBuilder(IncrementalBuilder):
         return plan
 
     def items_for(self, keys: list[Any], batch: int = 200) -> Iterator[dict[str, Any]]:
-        """The structures and calculations of each planned group (read in batches of groups)."""
+        """The structures and calculations of each planned group, read in batches of groups.
+
+        A large plan is read in at most four batches (of up to 2 000 groups): on backends without
+        indexes each batch is a scan of the whole collection, so a fixed batch size made a full build
+        quadratic in the number of structures.
+        """
+        batch = max(batch, min(2000, -(-len(keys) // 4)))
         for group_batch in chunks(keys, batch):
             ids = [sid for group in group_batch for sid in group]
             structures = {d["structure_id"]: d for d in self.structures.query({"structure_id": {"$in": ids}})}
