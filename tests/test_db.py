@@ -148,6 +148,7 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
     from datetime import datetime
 
     import perovdb.db
+    from perovdb import embedded_scan
 
     db = connect(f"monty://{tmp_path / 'db'}", settings=Settings(uri=f"monty://{tmp_path / 'db'}"))
     store = db.store("scratch", key="k")
@@ -157,6 +158,8 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         {"k": "c", "n": 2, "tags": [], "sub": None},
         {"k": "d", "flag": 1, "tags": "x"},
         {"k": "e", "n": "1", "tags": [["x"]]},
+        {"k": "f", "sub": {"deep": 3, "mix": "Pure"}, "list": [{"deep": 3}]},
+        {"k": "g", "sub": {"other": 1}, "n": 2},
     ]
     store.update(docs)
 
@@ -172,6 +175,9 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         ({"flag": 1}, ["k"]),
         ({"k": {"$in": ["a", "c", "zz"]}, "n": {"$in": [1, 2]}}, {"k": 1, "n": 1}),
         ({"missing": "x"}, ["k"]),
+        ({}, ["k", "sub.deep", "sub.mix"]),  # dotted projections: {} for a document without the leaf
+        ({"sub.mix": "Pure"}, ["sub"]),
+        ({"sub.deep": {"$in": [3, 4]}}, ["k", "sub.mix"]),
     ]
     for criteria, properties in queries:
         with monkeypatch.context() as patch:
@@ -181,6 +187,9 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         assert fast == engine, (criteria, properties)
         assert store.count(criteria) == len(engine)
     assert [d["k"] for d in store.query({}, properties=["k"], skip=1, limit=2)] == ["b", "c"]
+    # a dotted path through an array is montydb's to answer
+    assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, {"list.deep": 3}, ["k"]) is None
+    assert [d["k"] for d in store.query({"list.deep": 3}, properties=["k"])] == ["f"]
     # sorted or non-plain queries are montydb's
-    assert [d["k"] for d in store.query({"n": {"$gte": 1}}, properties=["k"], sort={"k": -1})] == ["c", "b", "a"]
+    assert [d["k"] for d in store.query({"n": {"$gte": 1}}, properties=["k"], sort={"k": -1})] == ["g", "c", "b", "a"]
     db.close()

@@ -90,15 +90,14 @@ class AccuracySettings(BaseModel):
 
     @classmethod
     def full(cls, **overrides: Any) -> AccuracySettings:
-        """All data, 5 folds, a small ALIGNN sized to finish in about 45 min on 2 CPU cores shared with other work.
+        """All data, 5 folds, a small ALIGNN sized to finish in about an hour on 2 CPU cores shared with other work.
 
         Measured: one epoch over ~440 PBE training structures takes ~15 s on one (shared) core with this model
-        (~0.03 s per structure, forward + backward), so the epochs are few and ALIGNN is not trained on the
-        decomposition energy here (add it with ``alignn_tasks``); more epochs need proportionally more time.
+        (~0.03 s per structure, forward + backward), so the epochs are few; more epochs need proportionally
+        more time.
         """
         values: dict[str, Any] = {
             "preset": "full", "folds": 5, "workers": 2, "epochs": 14, "pretrain_epochs": 8, "finetune_epochs": 8,
-            "alignn_tasks": ("hse_gap", "pbe_gap", "table_hse_gap"),
         }
         values.update(overrides)
         return cls(**values)
