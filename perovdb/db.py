@@ -219,11 +219,12 @@ class EmbeddedStore(MontyStore):
         limit: int = 0,
         **kwargs: Any,
     ) -> Iterator[dict]:
-        """maggma ``query``: plain unsorted queries read the SQLite file directly (see ``embedded_scan``),
-        the rest go to montydb, with long ``$in`` lists matched in one scan (see ``scan_query``)."""
+        """maggma ``query``: plain queries read the SQLite file directly (see ``embedded_scan``), the rest
+        go to montydb, with long ``$in`` lists matched in one scan (see ``scan_query``)."""
         path = self._sqlite_file
-        if path is not None and not sort and not hint and not kwargs and self.default_sort is None:
-            found = embedded_scan.scan(path, self._collection.codec_options, criteria, properties, skip, limit)
+        if path is not None and not hint and not kwargs and self.default_sort is None:
+            codec = self._collection.codec_options
+            found = embedded_scan.scan(path, codec, criteria, properties, sort, skip, limit)
             if found is not None:
                 return found
         return scan_query(

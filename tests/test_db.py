@@ -178,6 +178,9 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         ({}, ["k", "sub.deep", "sub.mix"]),  # dotted projections: {} for a document without the leaf
         ({"sub.mix": "Pure"}, ["sub"]),
         ({"sub.deep": {"$in": [3, 4]}}, ["k", "sub.mix"]),
+        ({"n": {"$gte": 1, "$lt": 2}}, ["k"]),  # 1 and 1.0, not "1"
+        ({"$or": [{"k": "a"}, {"n": {"$gt": 1.5}}], "tags": {"$all": ["y"]}}, ["k"]),
+        ({"$and": [{"n": {"$eq": 2}}, {"sub.other": 1}]}, ["k"]),
     ]
     for criteria, properties in queries:
         with monkeypatch.context() as patch:
@@ -187,9 +190,22 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         assert fast == engine, (criteria, properties)
         assert store.count(criteria) == len(engine)
     assert [d["k"] for d in store.query({}, properties=["k"], skip=1, limit=2)] == ["b", "c"]
+    # sorting (null/missing < numbers < strings < booleans < dates), then skip and limit, as montydb does
+    sorts = ({"n": 1, "k": -1}, {"n": -1, "k": 1}, {"flag": 1, "k": 1}, {"when": -1, "k": 1}, {"sub.other": -1, "k": 1})
+    for sort in sorts:
+        with monkeypatch.context() as patch:
+            patch.setattr(perovdb.db, "scan_query", engine_used)
+            fast = [d["k"] for d in store.query({}, properties=["k"], sort=sort, skip=1, limit=4)]
+        engine = [d["k"] for d in store._collection.find({}, {"k": 1}, sort=list(sort.items()), skip=1, limit=4)]
+        assert fast == engine, sort
     # a dotted path through an array is montydb's to answer
     assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, {"list.deep": 3}, ["k"]) is None
     assert [d["k"] for d in store.query({"list.deep": 3}, properties=["k"])] == ["f"]
-    # sorted or non-plain queries are montydb's
-    assert [d["k"] for d in store.query({"n": {"$gte": 1}}, properties=["k"], sort={"k": -1})] == ["g", "c", "b", "a"]
+    # ranges and sorts on arrays, $all over nested arrays, and other operators are montydb's
+    all_xy = {"tags": {"$all": ["x", "y"]}}
+    assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, all_xy, ["k"]) is None
+    assert [d["k"] for d in store.query(all_xy, properties=["k"])] == ["a"]
+    assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, {}, ["k"], {"tags": 1}) is None
+    not_one = [d["k"] for d in store.query({"n": {"$ne": 1}}, properties=["k"], sort={"k": -1})]
+    assert not_one == ["g", "f", "e", "d", "c"]
     db.close()
