@@ -199,7 +199,7 @@ def _decoder(codec_options: CodecOptions) -> Callable[[Any], Any]:
         if isinstance(value, RawBSONDocument):
             return bson.decode(value.raw, codec_options=codec_options)
         if isinstance(value, list):
-            return [plain(v) for v in value]
+            return [plain(v) if isinstance(v, (RawBSONDocument, list)) else v for v in value]
         return value
 
     return plain
