@@ -229,17 +229,17 @@ def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _documents(path: Path, codec_options: CodecOptions) -> list[RawBSONDocument]:
-    """Every document of the collection file, undecoded."""
+def _documents(path: Path, codec_options: CodecOptions) -> Iterator[RawBSONDocument]:
+    """Every document of the collection file, undecoded, read one row at a time."""
     if not path.is_file():
-        return []
+        return
     raw_options = codec_options.with_options(document_class=RawBSONDocument)
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = connection.execute("SELECT v FROM documents").fetchall()
+        for (data,) in connection.execute("SELECT v FROM documents"):
+            yield RawBSONDocument(data, raw_options)
     finally:
         connection.close()
-    return [RawBSONDocument(data, raw_options) for (data,) in rows]
 
 
 def scan(

@@ -95,6 +95,8 @@ def run_builder(
         return report
     done = 0
     builder.total = len(plan.build)
+    # at most ~20 writes for a large plan: without indexes every write looks up its keys in a full scan
+    chunk_size = max(chunk_size, -(-len(plan.build) // 20))
     for chunk in chunks(builder.items_for(plan.build), chunk_size):
         builder.update_targets([builder.process_item(item) for item in chunk])
         done += len(chunk)
