@@ -177,7 +177,8 @@ class SharedMemoryStore(MemoryStore):
 
 
 class EmbeddedStore(MontyStore):
-    """A MontyStore that works with maggma builders: indexes are a no-op and writes are batched."""
+    """A MontyStore that works with maggma builders: indexes are a no-op, writes are batched, and plain
+    reads go straight to montydb's SQLite files (``embedded_scan``)."""
 
     def connect(self, force_reset: bool = False) -> None:
         """Open the montydb repository, writing its storage configuration only when it is missing.
@@ -191,9 +192,13 @@ class EmbeddedStore(MontyStore):
         from montydb import MontyClient, set_storage
 
         repository = Path(self.database_path)
-        if not (repository / ".monty.storage").is_file():
+
+        def configured() -> bool:  # both files montydb reads: the storage name and its options
+            return (repository / ".monty.storage").is_file() and (repository / "monty.storage.cfg").is_file()
+
+        if not configured():
             with file_lock(repository, "montydb-setup", timeout=60.0):
-                if not (repository / ".monty.storage").is_file():
+                if not configured():
                     set_storage(self.database_path, storage=self.storage, **self.storage_kwargs)
         client = MontyClient(self.database_path, **self.client_kwargs)
         self._coll = client[self.database_name][self.collection_name]
