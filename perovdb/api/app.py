@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -64,6 +65,23 @@ def _user_filter(collection: str, text: str | None) -> dict[str, Any] | None:
     if not isinstance(criteria, dict):
         raise ApiError(400, "filter must be a JSON object")
     return check_typed_filter(collection, criteria)
+
+
+@dataclass
+class Paging:
+    """The query parameters every list resource takes: user filter, fields, sort and the page."""
+
+    request: Request
+    filter: str | None
+    fields: str | None
+    sort: str | None
+    skip: int
+    limit: int
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries whose value was given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _and(*clauses: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,10 +148,16 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     filter_q = Query(None, max_length=5000, description="JSON filter (checked: known fields, typed operators, no "
                      "$where/$function/$expr/$lookup; string fields take strings, not operator objects).")
 
-    def page(request: Request, collection: str, criteria: dict[str, Any], fields: str | None, sort: str | None,
-             skip: int, limit: int) -> FastJSONResponse:
-        docs, total = query_page(db, collection, criteria, fields=parse_fields(collection, fields),
-                                 sort=parse_sort(collection, sort), skip=skip, limit=limit,
+    def paging_params(request: Request, filter: str | None = filter_q, fields: str | None = fields_q,
+                      sort: str | None = sort_q, skip: int = skip_q, limit: int = limit_q) -> Paging:
+        return Paging(request, filter, fields, sort, skip, limit)
+
+    def page(paging: Paging, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
+        """One page of ``collection`` matching every clause and the user's checked filter."""
+        criteria = _and(*clauses, _user_filter(collection, paging.filter))
+        request, skip, limit = paging.request, paging.skip, paging.limit
+        docs, total = query_page(db, collection, criteria, fields=parse_fields(collection, paging.fields),
+                                 sort=parse_sort(collection, paging.sort), skip=skip, limit=limit,
                                  max_time_ms=limits.max_time_ms)
         total = total or 0
         more = skip + len(docs) < total
@@ -168,29 +192,23 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     # -- resources ---------------------------------------------------------------------------
     @app.get("/structures", response_model=Page[RESOURCE_MODELS["structures"]], responses=ERRORS, tags=["data"])
     def list_structures(
-        request: Request,
         formula: str | None = Query(None, max_length=200, description="Reduced or perovskite formula (MAPbI3)."),
         elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
         nsites_max: int | None = Query(None, ge=1),
         nsites_min: int | None = Query(None, ge=1),
         mixing_type: str | None = Query(None, max_length=100, description="Pure, A-site mixed, …"),
         origin: str | None = Query(None, max_length=50),
-        filter: str | None = filter_q,
-        fields: str | None = fields_q,
-        sort: str | None = sort_q,
-        skip: int = skip_q,
-        limit: int = limit_q,
+        paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Crystal structures."""
         simple: dict[str, Any] = {}
         if nsites_max is not None or nsites_min is not None:
-            simple["nsites"] = {k: v for k, v in (("$lte", nsites_max), ("$gte", nsites_min)) if v is not None}
+            simple["nsites"] = _present({"$lte": nsites_max, "$gte": nsites_min})
         if mixing_type:
             simple["perovskite.mixing_type"] = mixing_type
         if origin:
             simple["origin"] = origin
-        criteria = _and(structure_criteria(formula, _split(elements)), simple, _user_filter("structures", filter))
-        return page(request, "structures", criteria, fields, sort, skip, limit)
+        return page(paging, "structures", structure_criteria(formula, _split(elements)), simple)
 
     @app.get("/structures/{structure_id}", response_model=RESOURCE_MODELS["structures"], responses=ERRORS,
              tags=["data"])
@@ -201,15 +219,10 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     @app.get("/calculations", response_model=Page[RESOURCE_MODELS["calculations"]], responses=ERRORS,
              tags=["data"])
     def list_calculations(
-        request: Request,
         structure_id: str | None = Query(None, max_length=2000, description="Comma list of structure ids."),
         level_of_theory: str | None = Query(None, max_length=50),
         dataset: str | None = Query(None, max_length=300),
-        filter: str | None = filter_q,
-        fields: str | None = fields_q,
-        sort: str | None = sort_q,
-        skip: int = skip_q,
-        limit: int = limit_q,
+        paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """DFT (and experimental) results."""
         simple: dict[str, Any] = {}
@@ -219,12 +232,10 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             simple["level_of_theory"] = LevelOfTheory.parse(level_of_theory).value
         if dataset:
             simple["source.dataset"] = dataset
-        criteria = _and(simple, _user_filter("calculations", filter))
-        return page(request, "calculations", criteria, fields, sort, skip, limit)
+        return page(paging, "calculations", simple)
 
     @app.get("/materials", response_model=Page[RESOURCE_MODELS["materials"]], responses=ERRORS, tags=["data"])
     def list_materials(
-        request: Request,
         formula: str | None = Query(None, max_length=200),
         elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
         nsites_max: int | None = Query(None, ge=1),
@@ -235,11 +246,7 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         band_gap_pbe_max: float | None = Query(None, description="PBE band gap ≤ (eV)."),
         band_gap_hse06_min: float | None = Query(None, description="HSE06 band gap ≥ (eV)."),
         band_gap_hse06_max: float | None = Query(None, description="HSE06 band gap ≤ (eV)."),
-        filter: str | None = filter_q,
-        fields: str | None = fields_q,
-        sort: str | None = sort_q,
-        skip: int = skip_q,
-        limit: int = limit_q,
+        paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Per-compound summaries. Any ``<property>[_<level>]_(min|max)`` works like the band-gap ranges,
         e.g. ``lattice_constant_pbe_max=6.2``."""
@@ -248,10 +255,8 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             simple["nsites"] = {"$lte": nsites_max}
         if mixing_type:
             simple["perovskite.mixing_type"] = mixing_type
-        ranges = property_ranges(dict(request.query_params))
-        criteria = _and(structure_criteria(formula, _split(elements)), simple, ranges,
-                        _user_filter("materials", filter))
-        return page(request, "materials", criteria, fields, sort, skip, limit)
+        ranges = property_ranges(dict(paging.request.query_params))
+        return page(paging, "materials", structure_criteria(formula, _split(elements)), simple, ranges)
 
     @app.get("/materials/{material_id}", response_model=RESOURCE_MODELS["materials"], responses=ERRORS,
              tags=["data"])
@@ -261,20 +266,13 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
 
     @app.get("/models", response_model=Page[RESOURCE_MODELS["models"]], responses=ERRORS, tags=["ml"])
     def list_models(
-        request: Request,
         target_property: str | None = Query(None, max_length=100),
         active: bool | None = None,
         name: str | None = Query(None, max_length=200),
-        filter: str | None = filter_q,
-        fields: str | None = fields_q,
-        sort: str | None = sort_q,
-        skip: int = skip_q,
-        limit: int = limit_q,
+        paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Registered ML models."""
-        simple = {k: v for k, v in (("target_property", target_property), ("active", active), ("name", name))
-                  if v is not None}
-        return page(request, "models", _and(simple, _user_filter("models", filter)), fields, sort, skip, limit)
+        return page(paging, "models", _present({"target_property": target_property, "active": active, "name": name}))
 
     @app.get("/models/{model_id}", response_model=RESOURCE_MODELS["models"], responses=ERRORS, tags=["ml"])
     def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
@@ -283,42 +281,27 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
 
     @app.get("/predictions", response_model=Page[RESOURCE_MODELS["predictions"]], responses=ERRORS, tags=["ml"])
     def list_predictions(
-        request: Request,
         model_id: str | None = Query(None, max_length=200),
         structure_id: str | None = Query(None, max_length=20_000, description="Comma list of structure ids."),
         property: str | None = Query(None, max_length=100),
         stale: bool | None = None,
-        filter: str | None = filter_q,
-        fields: str | None = fields_q,
-        sort: str | None = sort_q,
-        skip: int = skip_q,
-        limit: int = limit_q,
+        paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Model predictions."""
-        simple: dict[str, Any] = {k: v for k, v in (("model_id", model_id), ("property", property),
-                                                   ("stale", stale)) if v is not None}
+        simple = _present({"model_id": model_id, "property": property, "stale": stale})
         if structure_id:
             simple["structure_id"] = {"$in": _split(structure_id)}
-        return page(request, "predictions", _and(simple, _user_filter("predictions", filter)), fields, sort, skip,
-                    limit)
+        return page(paging, "predictions", simple)
 
     @app.get("/evaluations", response_model=Page[RESOURCE_MODELS["evaluations"]], responses=ERRORS, tags=["ml"])
     def list_evaluations(
-        request: Request,
         model_id: str | None = Query(None, max_length=200),
         property: str | None = Query(None, max_length=100),
         subset: str | None = Query(None, max_length=200),
-        filter: str | None = filter_q,
-        fields: str | None = fields_q,
-        sort: str | None = sort_q,
-        skip: int = skip_q,
-        limit: int = limit_q,
+        paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Model evaluations with their parity pairs."""
-        simple = {k: v for k, v in (("model_id", model_id), ("property", property), ("subset", subset))
-                  if v is not None}
-        return page(request, "evaluations", _and(simple, _user_filter("evaluations", filter)), fields, sort, skip,
-                    limit)
+        return page(paging, "evaluations", _present({"model_id": model_id, "property": property, "subset": subset}))
 
     @app.get("/provenance/{prediction_id}", response_model=Lineage, responses=ERRORS, tags=["ml"])
     def provenance(prediction_id: str) -> FastJSONResponse:
