@@ -242,6 +242,32 @@ def test_predictions_and_evaluations_of_an_imported_model(jarvis_db):
     assert not find(db, "evaluations", {"model_id": v1.model_id})  # no current predictions, no evaluation
 
 
+def test_geometry_digest_is_derived_and_documents_without_it_are_not_repredicted(jarvis_db):
+    from perovdb.builders.predictions import PredictionsBuilder
+    from perovdb.documents import StructureDoc, content_hash
+    from perovdb.ml.registry import activate, import_upstream
+
+    db = jarvis_db
+    stored = find(db, "structures", {})
+    assert all(s["geometry_digest"] == content_hash(s["structure"]) for s in stored)
+    # the digest follows the structure, whatever a document says
+    doc = {k: v for k, v in stored[0].items() if k != "_id"}
+    moved = {**doc["structure"], "sites": doc["structure"]["sites"][::-1]}
+    assert StructureDoc.model_validate({**doc, "geometry_digest": "stale"}).geometry_digest == doc["geometry_digest"]
+    assert StructureDoc.model_validate({**doc, "structure": moved}).geometry_digest == content_hash(moved)
+
+    model = import_upstream(db, UPSTREAM / "alignn2_pure_tiny.zip", "jarvis-gap", "band_gap", "OptB88vdW")
+    activate(db, model.model_id)
+    run_builders(db, ["predictions"])
+    # documents stored before the digest existed: the builder hashes their structures, finds the same ids
+    old = [{k: v for k, v in s.items() if k not in ("_id", "geometry_digest")} for s in stored[:20]]
+    db.structures.update(old, key="structure_id")
+    assert sum(1 for s in find(db, "structures", {}) if "geometry_digest" not in s) == 20
+    builder = PredictionsBuilder(db.models, db.structures, db.predictions, db.artifacts)
+    plan = builder.plan()
+    assert plan.total == 50 and plan.build == [] and plan.remove == []
+
+
 def test_one_changed_reference_updates_only_its_evaluations(jarvis_db):
     from perovdb.documents import utcnow
     from perovdb.ml.registry import activate, import_upstream
