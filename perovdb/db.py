@@ -208,11 +208,21 @@ class EmbeddedStore(MontyStore):
         return False
 
     @property
-    def _sqlite_file(self) -> Path | None:
-        """The collection's SQLite file (montydb's "sqlite" storage), else None."""
+    def _sqlite_file(self) -> embedded_scan.CollectionFile | None:
+        """The collection's SQLite file (montydb's "sqlite" storage) as read by ``embedded_scan``, else None."""
         if self.storage != "sqlite":
             return None
-        return Path(self.database_path) / self.database_name / f"{self.collection_name}.collection"
+        if getattr(self, "_file", None) is None:
+            path = Path(self.database_path) / self.database_name / f"{self.collection_name}.collection"
+            self._file = embedded_scan.CollectionFile(path, self._collection.codec_options)
+        return self._file
+
+    def close(self) -> None:
+        """Close montydb and drop the documents held for fast reads."""
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+        super().close()
 
     def query(
         self,
@@ -226,21 +236,28 @@ class EmbeddedStore(MontyStore):
     ) -> Iterator[dict]:
         """maggma ``query``: plain queries read the SQLite file directly (see ``embedded_scan``), the rest
         go to montydb, with long ``$in`` lists matched in one scan (see ``scan_query``)."""
-        path = self._sqlite_file
-        if path is not None and not hint and not kwargs and self.default_sort is None:
-            codec = self._collection.codec_options
-            found = embedded_scan.scan(path, codec, criteria, properties, sort, skip, limit)
+        file = self._sqlite_file
+        if file is not None and not hint and not kwargs and self.default_sort is None:
+            found = file.scan(criteria, properties, sort, skip, limit)
             if found is not None:
                 return found
         return scan_query(
             self, super().query, criteria, properties, sort=sort, hint=hint, skip=skip, limit=limit, **kwargs
         )
 
+    def state(self) -> str | None:
+        """A token that changes with every write to the collection (see ``CollectionFile.state``)."""
+        file = self._sqlite_file
+        if file is None:
+            return None
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        return file.state()
+
     def count(self, criteria: dict | None = None, hint: dict | None = None) -> int:
         """maggma ``count``, read from the SQLite file for plain filters."""
-        path = self._sqlite_file
-        if path is not None and not hint:
-            found = embedded_scan.count(path, self._collection.codec_options, criteria)
+        file = self._sqlite_file
+        if file is not None and not hint:
+            found = file.count(criteria)
             if found is not None:
                 return found
         return super().count(criteria, hint=hint)
@@ -419,6 +436,13 @@ class Database:
 
         client: Any = MongoClient(self.uri)
         return client[self._server_database_name()]
+
+
+def store_state(store: Store) -> str | None:
+    """A token that changes whenever ``store`` is written, or None when the backend cannot tell cheaply
+    (MongoDB, memory, or a write too recent to tell apart from the next one)."""
+    state = getattr(store, "state", None)
+    return state() if callable(state) else None
 
 
 def _backend_of(uri: str) -> str:

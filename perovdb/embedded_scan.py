@@ -21,10 +21,19 @@ through an array, a range or sort on an array), returns ``None`` and the caller 
 
 from __future__ import annotations
 
+import math
 import operator
+import os
 import sqlite3
-from collections.abc import Callable, Iterator
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from contextlib import closing
 from datetime import datetime
+from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +42,12 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 Matcher = Callable[[Any], bool]
-_RANGES = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+_RANGES = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
 
 
 class _NotPlain(Exception):
@@ -52,15 +66,24 @@ def _plain_path(field: Any) -> bool:
     return isinstance(field, str) and bool(field) and not field.startswith("$") and "" not in field.split(".")
 
 
+def _fields_of(value: Any) -> Mapping[str, Any] | None:
+    """The top-level fields of an embedded document (a RawBSONDocument's decoded top level, read without
+    its per-access Python overhead), None for anything else."""
+    if isinstance(value, RawBSONDocument):
+        return value.items().mapping
+    return value if isinstance(value, dict) else None
+
+
 def _value_at(document: Any, path: list[str]) -> tuple[bool, Any]:
     """(found, value) of a dotted path; intermediate values must be embedded documents."""
     value = document
     for part in path:
         if isinstance(value, list):
             raise _NotPlain
-        if not isinstance(value, (RawBSONDocument, dict)) or part not in value:
+        fields = _fields_of(value)
+        if fields is None or part not in fields:
             return False, None
-        value = value[part]
+        value = fields[part]
     return True, value
 
 
@@ -73,7 +96,9 @@ def _equals_one_of(allowed: set) -> Callable[[Any], bool]:
     return test
 
 
-def _in_range(bounds: list[tuple[Callable[[Any, Any], bool], float]]) -> Callable[[Any], bool]:
+def _in_range(
+    bounds: list[tuple[Callable[[Any, Any], bool], float]],
+) -> Callable[[Any], bool]:
     def test(value: Any) -> bool:
         if isinstance(value, list):
             raise _NotPlain  # each bound may be met by a different element
@@ -210,14 +235,15 @@ def _project(value: Any, path: list[str], plain: Callable[[Any], Any]) -> dict[s
     document lacks the path's next field, None when ``value`` is not a document."""
     if isinstance(value, list):
         raise _NotPlain
-    if not isinstance(value, (RawBSONDocument, dict)):
+    fields = _fields_of(value)
+    if fields is None:
         return None
     head, rest = path[0], path[1:]
-    if head not in value:
+    if head not in fields:
         return {}
     if not rest:
-        return {head: plain(value[head])}
-    inner = _project(value[head], rest, plain)
+        return {head: plain(fields[head])}
+    inner = _project(fields[head], rest, plain)
     return {} if inner is None else {head: inner}
 
 
@@ -229,57 +255,387 @@ def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _documents(path: Path, codec_options: CodecOptions) -> Iterator[RawBSONDocument]:
-    """Every document of the collection file, undecoded, read one row at a time."""
-    if not path.is_file():
-        return
+def _documents_of(connection: sqlite3.Connection, codec_options: CodecOptions) -> list[RawBSONDocument]:
+    """Every document of the collection file, undecoded."""
     raw_options = codec_options.with_options(document_class=RawBSONDocument)
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        for (data,) in connection.execute("SELECT v FROM documents"):
-            yield RawBSONDocument(data, raw_options)
-    finally:
-        connection.close()
+    return [RawBSONDocument(data, raw_options) for (data,) in connection.execute("SELECT v FROM documents")]
 
 
-def scan(
-    path: Path,
+class _FieldIndex:
+    """Positions of the documents by the value at one path, for narrowing plain filters.
+
+    ``values`` maps each string or number at the path (or inside an array there) to positions; ``numbers``
+    holds the numeric non-array values sorted, for ranges. Documents where the plain reading may differ
+    from MongoDB's are always candidates: ``through_array`` (the path crosses an array) for every
+    operator, ``arrays`` (an array at the path) for ranges, and ``nested_arrays`` (an array holding
+    arrays or documents) for ``$all``.
+    """
+
+    def __init__(self, documents: list[RawBSONDocument], path: list[str]) -> None:
+        self.values: dict[Any, list[int]] = {}
+        pairs: list[tuple[float, int]] = []
+        self.through_array: list[int] = []
+        self.arrays: list[int] = []
+        self.nested_arrays: list[int] = []
+        self._sets: dict[Any, frozenset[int]] = {}
+        self.number_range = lru_cache(maxsize=16)(self._number_range)  # the last few ranges asked for
+        for position, document in enumerate(documents):
+            try:
+                found, value = _value_at(document, path)
+            except _NotPlain:
+                self.through_array.append(position)
+                continue
+            if not found:
+                continue
+            if isinstance(value, list):
+                self.arrays.append(position)
+                if any(isinstance(v, (list, RawBSONDocument, dict)) for v in value):
+                    self.nested_arrays.append(position)
+                for element in {v for v in value if _indexable(v)}:
+                    self.values.setdefault(element, []).append(position)
+            elif _indexable(value):
+                self.values.setdefault(value, []).append(position)
+                if _number(value):
+                    pairs.append((value, position))
+        pairs.sort()
+        self.numbers = [value for value, _ in pairs]
+        self.number_positions = [position for _, position in pairs]
+
+    def candidates(self, condition: Any) -> tuple[frozenset[int], bool] | None:
+        """(positions that may match ``condition``, whether exactly those match), or None if it cannot say."""
+        if _scalar(condition):
+            condition = {"$eq": condition}
+        if not isinstance(condition, dict) or not condition:
+            return None
+        found: frozenset[int] | None = None
+        exact, ranged = True, False
+        start, stop = 0, None  # the slice of ``numbers`` the range operators leave
+        for op, argument in condition.items():
+            if op in ("$eq", "$in"):
+                wanted = [argument] if op == "$eq" else list(argument)
+                if not all(_indexable(v) for v in wanted):
+                    return None
+                part = _with(frozenset().union(*map(self.positions, wanted)), self.through_array)
+                exact = exact and not self.through_array
+            elif op == "$all":
+                if not all(_indexable(v) for v in argument):
+                    return None
+                part = frozenset.intersection(*map(self.positions, argument))
+                part = _with(part, self.through_array, self.nested_arrays)
+                exact = exact and not self.through_array and not self.nested_arrays
+            elif op in _RANGES and _number(argument) and not _nan(argument):
+                side = bisect_left if op in ("$gte", "$lt") else bisect_right
+                if op in ("$gt", "$gte"):
+                    start = max(start, side(self.numbers, argument))
+                else:
+                    stop = min(
+                        len(self.numbers) if stop is None else stop,
+                        side(self.numbers, argument),
+                    )
+                ranged = True
+                continue
+            else:
+                return None
+            found = part if found is None else found & part
+        if ranged:
+            part = _with(
+                self.number_range(start, len(self.numbers) if stop is None else stop), self.through_array, self.arrays
+            )
+            exact = exact and not self.through_array and not self.arrays
+            found = part if found is None else found & part
+        return (found if found is not None else frozenset()), exact
+
+    def _number_range(self, start: int, stop: int) -> frozenset[int]:
+        """The documents of ``numbers[start:stop]``."""
+        return frozenset(self.number_positions[start:stop])
+
+    def positions(self, value: Any) -> frozenset[int]:
+        """The documents holding ``value`` at the path (or in an array there)."""
+        found = self._sets.get(value)
+        if found is None:
+            found = self._sets[value] = frozenset(self.values.get(value, ()))
+        return found
+
+
+def _with(found: frozenset[int], *always: list[int]) -> frozenset[int]:
+    """``found`` plus the positions in ``always`` (no copy when there are none)."""
+    return found.union(*always) if any(always) else found
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _indexable(value: Any) -> bool:
+    """A value a plain filter can name: a string or a number other than NaN."""
+    return isinstance(value, str) or (_number(value) and not _nan(value))
+
+
+class _Snapshot:
+    """The documents of one committed version of a collection file, with indexes and sort orders built
+    on first use."""
+
+    def __init__(self, documents: list[RawBSONDocument]) -> None:
+        self.documents = documents
+        self._indexes: dict[str, _FieldIndex] = {}
+        self._orders: dict[tuple[tuple[str, bool], ...], tuple[list[int], list[int]] | None] = {}
+        self._selections: dict[str, AbstractSet[int] | None] = {}
+        self._lock = threading.Lock()
+
+    def index(self, field: str) -> _FieldIndex:
+        with self._lock:
+            if field not in self._indexes:
+                self._indexes[field] = _FieldIndex(self.documents, field.split("."))
+            return self._indexes[field]
+
+    def order(self, order: list[tuple[list[str], bool]]) -> tuple[list[int], list[int]] | None:
+        """(all positions sorted by ``order``, stable; each position's place in that list), or None when
+        a document holds a value this module does not sort."""
+        spec = tuple((".".join(path), descending) for path, descending in order)
+        with self._lock:
+            if spec not in self._orders:
+                try:
+                    ordered = _sorted_positions(self.documents, range(len(self.documents)), order)
+                except _NotPlain:
+                    self._orders[spec] = None
+                else:
+                    place = [0] * len(ordered)
+                    for n, position in enumerate(ordered):
+                        place[position] = n
+                    self._orders[spec] = (ordered, place)
+            return self._orders[spec]
+
+    def narrowed(self, criteria: dict) -> tuple[AbstractSet[int] | None, bool]:
+        """(positions that may match ``criteria``, or None for all; whether exactly those match)."""
+        found: AbstractSet[int] | None = None
+        exact = True
+        for field, condition in criteria.items():
+            if field in ("$and", "$or"):
+                parts = [self.narrowed(clause) for clause in condition]
+                exact = exact and all(part_exact for _, part_exact in parts)
+                if field == "$or":
+                    if any(part is None for part, _ in parts):
+                        continue
+                    part = frozenset().union(*(part for part, _ in parts))  # type: ignore[misc]
+                else:
+                    known = [part for part, _ in parts if part is not None]
+                    if not known:
+                        continue
+                    part = frozenset.intersection(*map(frozenset, known))
+            else:
+                candidates = self.index(field).candidates(condition)
+                if candidates is None:
+                    exact = False
+                    continue
+                part, part_exact = candidates
+                exact = exact and part_exact
+            found = part if found is None else found & part
+        return found, exact
+
+    def select(self, criteria: dict | None, matcher: Matcher) -> AbstractSet[int] | None:
+        """Positions of the documents matching ``criteria`` (None: all of them); raises ``_NotPlain``.
+
+        The last few answers are kept, so counting the matches of the page just read costs nothing.
+        """
+        if not criteria:
+            return None
+        key = repr(criteria)
+        with self._lock:
+            if key in self._selections:
+                return self._selections[key]
+        found, exact = self.narrowed(criteria)
+        if not exact:
+            documents = self.documents
+            found = frozenset(p for p in (range(len(documents)) if found is None else found) if matcher(documents[p]))
+        with self._lock:
+            if len(self._selections) >= 8:
+                self._selections.pop(next(iter(self._selections)))
+            self._selections[key] = found
+        return found
+
+    def page(
+        self,
+        selected: AbstractSet[int] | None,
+        order: list[tuple[list[str], bool]] | None,
+        skip: int,
+        limit: int,
+    ) -> list[int]:
+        """Positions of one page of the selected documents, in ``order`` (else storage order)."""
+        stop = skip + limit if limit else None
+        if not order:
+            return (list(range(len(self.documents))) if selected is None else sorted(selected))[skip:stop]
+        known = self.order(order)
+        if known is None:  # sort only the selected documents: montydb answers if one of them is not plain
+            everything = range(len(self.documents))
+            return _sorted_positions(self.documents, everything if selected is None else selected, order)[skip:stop]
+        ordered, place = known
+        if selected is None:
+            return ordered[skip:stop]
+        if stop is not None and len(selected) * len(selected) > stop * len(ordered):
+            # many selected, a short page: walk the order until the page is full
+            return list(islice((p for p in ordered if p in selected), skip, stop))
+        return sorted(selected, key=place.__getitem__)[skip:stop]
+
+
+def _sorted_positions(
+    documents: list[RawBSONDocument],
+    positions: Iterable[int],
+    order: list[tuple[list[str], bool]],
+) -> list[int]:
+    """``positions`` sorted by ``order`` with MongoDB's type order; stable. Raises ``_NotPlain``."""
+    result = list(positions)
+    for path, descending in reversed(order):  # stable sorts, last key first
+        keys = {p: _sort_key(documents[p], path) for p in result}
+        result.sort(key=keys.__getitem__, reverse=descending)
+    return result
+
+
+_EMPTY = _Snapshot([])
+
+
+class CollectionFile:
+    """A montydb SQLite collection file, answering plain queries from memory.
+
+    The documents are read (undecoded) once per committed version of the file: SQLite's
+    ``data_version`` tells when another connection, in this process or another, has committed since, and
+    the file's identity when it was replaced. Indexes of the filtered and sorted fields are built on
+    first use for each version, so repeated queries cost a set lookup instead of a scan.
+    """
+
+    def __init__(self, path: Path, codec_options: CodecOptions) -> None:
+        self.path = path
+        self.codec_options = codec_options
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._version: int | None = None
+        self._snapshot = _EMPTY
+
+    def close(self) -> None:
+        """Release the connection and the documents held."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection, self._identity, self._version, self._snapshot = (
+            None,
+            None,
+            None,
+            _EMPTY,
+        )
+
+    def snapshot(self) -> _Snapshot:
+        """The documents as last committed."""
+        with self._lock:
+            try:
+                status = os.stat(self.path)
+            except FileNotFoundError:
+                self._release()
+                return _EMPTY
+            identity = (status.st_dev, status.st_ino)
+            if self._connection is None or identity != self._identity:
+                self._release()
+                self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                self._identity = identity
+            version = self._connection.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:  # read after taking the version: a commit in between reads again
+                self._snapshot = _Snapshot(_documents_of(self._connection, self.codec_options))
+                self._version = version
+            return self._snapshot
+
+    def state(self, settle: float = 0.05) -> str | None:
+        """A token that differs after any later write to the collection, or None when it cannot tell.
+
+        The write-ahead log is first checkpointed into the database file and emptied (SQLite would do it
+        at some later close, changing the file without a write); the token is then the identity, size
+        and modification time of the database file, and any later write changes it at the next
+        checkpoint. A write in the same tick of the filesystem clock as the last one could leave them
+        unchanged, so (as git does for its index) the token is only given when the file is older than a
+        clock stamp written just before reading it: any later write then gets a newer modification time.
+        Writes just made are given up to ``settle`` seconds to age past the tick.
+        """
+        deadline = time.monotonic() + settle
+        while True:
+            token = self._state()
+            if token is not None or time.monotonic() > deadline:
+                return token
+            time.sleep(0.005)
+
+    def _state(self) -> str | None:
+        if not self.path.exists():
+            return "-"
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size:
+            with closing(sqlite3.connect(self.path, timeout=1.0)) as connection:
+                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                return None
+        stamp_file = self.path.parent / ".perovdb-clock"
+        stamp_file.touch()
+        stamp = stamp_file.stat().st_mtime_ns
+        status = os.stat(self.path)
+        if status.st_mtime_ns >= stamp:
+            return None
+        return f"{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
+
+    def scan(
+        self,
+        criteria: dict | None,
+        properties: Any,
+        sort: Any = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[dict[str, Any]] | None:
+        """Documents for a plain query, or None if it is not plain."""
+        matcher, fields, order = (
+            plain_filter(criteria),
+            plain_projection(properties),
+            plain_sort(sort),
+        )
+        if matcher is None or fields is False or order is False:
+            return None
+        snapshot = self.snapshot()
+        try:
+            positions = snapshot.page(snapshot.select(criteria, matcher), order, skip, limit)
+            return iter(
+                _decoded(
+                    [snapshot.documents[p] for p in positions],
+                    fields,
+                    self.codec_options,
+                )
+            )
+        except _NotPlain:
+            return None
+
+    def count(self, criteria: dict | None) -> int | None:
+        """Documents matching a plain filter, or None when the filter is not plain."""
+        matcher = plain_filter(criteria)
+        if matcher is None:
+            return None
+        snapshot = self.snapshot()
+        try:
+            selected = snapshot.select(criteria, matcher)
+        except _NotPlain:
+            return None
+        return len(snapshot.documents) if selected is None else len(selected)
+
+
+def _decoded(
+    matched: list[RawBSONDocument],
+    fields: list[list[str]] | None,
     codec_options: CodecOptions,
-    criteria: dict | None,
-    properties: Any,
-    sort: Any = None,
-    skip: int = 0,
-    limit: int = 0,
-) -> Iterator[dict[str, Any]] | None:
-    """Documents of the montydb SQLite collection file ``path`` for a plain query, or None if not plain."""
-    matcher, fields, order = plain_filter(criteria), plain_projection(properties), plain_sort(sort)
-    if matcher is None or fields is False or order is False:
-        return None
-    try:
-        matched = [document for document in _documents(path, codec_options) if matcher(document)]
-        for field, descending in reversed(order or []):  # stable sorts, last key first
-            matched.sort(key=lambda document: _sort_key(document, field), reverse=descending)
-        matched = matched[skip : skip + limit if limit else None]
-        if fields is None:
-            return iter([bson.decode(document.raw, codec_options=codec_options) for document in matched])
-        plain = _decoder(codec_options)
-        results = []
-        for document in matched:
-            result: dict[str, Any] = {"_id": document["_id"]} if "_id" in document else {}
-            for field in fields:
-                _merge(result, _project(document, field, plain) or {})
-            results.append(result)
-        return iter(results)
-    except _NotPlain:
-        return None
-
-
-def count(path: Path, codec_options: CodecOptions, criteria: dict | None) -> int | None:
-    """Documents matching a plain filter, or None when the filter is not plain."""
-    matcher = plain_filter(criteria)
-    if matcher is None:
-        return None
-    try:
-        return sum(1 for document in _documents(path, codec_options) if matcher(document))
-    except _NotPlain:
-        return None
+) -> list[dict]:
+    """The documents, whole or projected on ``fields``, as plain dicts."""
+    if fields is None:
+        return [bson.decode(document.raw, codec_options=codec_options) for document in matched]
+    plain = _decoder(codec_options)
+    results = []
+    for document in matched:
+        top = document.items().mapping
+        result: dict[str, Any] = {"_id": top["_id"]} if "_id" in top else {}
+        for field in fields:
+            _merge(result, _project(document, field, plain) or {})
+        results.append(result)
+    return results

@@ -199,13 +199,97 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         engine = [d["k"] for d in store._collection.find({}, {"k": 1}, sort=list(sort.items()), skip=1, limit=4)]
         assert fast == engine, sort
     # a dotted path through an array is montydb's to answer
-    assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, {"list.deep": 3}, ["k"]) is None
+    assert store._sqlite_file.scan({"list.deep": 3}, ["k"]) is None
     assert [d["k"] for d in store.query({"list.deep": 3}, properties=["k"])] == ["f"]
     # ranges and sorts on arrays, $all over nested arrays, and other operators are montydb's
     all_xy = {"tags": {"$all": ["x", "y"]}}
-    assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, all_xy, ["k"]) is None
+    assert store._sqlite_file.scan(all_xy, ["k"]) is None
     assert [d["k"] for d in store.query(all_xy, properties=["k"])] == ["a"]
-    assert embedded_scan.scan(store._sqlite_file, store._collection.codec_options, {}, ["k"], {"tags": 1}) is None
+    assert store._sqlite_file.scan({}, ["k"], {"tags": 1}) is None
     not_one = [d["k"] for d in store.query({"n": {"$ne": 1}}, properties=["k"], sort={"k": -1})]
     assert not_one == ["g", "f", "e", "d", "c"]
+    db.close()
+
+
+def test_embedded_indexed_reads_equal_montydb_answers_on_real_data(tmp_path, monkeypatch):
+    """Repeated queries on the embedded store are answered from memory, through field indexes and sort
+    ranks; on real structures and calculations they give what montydb's engine gives, and they see every
+    later write, from this process or another."""
+    import random
+
+    import perovdb.db
+    from conftest import HSE_TABLE, JARVIS
+    from perovdb.ingest import ingest
+
+    uri = f"monty://{tmp_path / 'db'}"
+    db = connect(uri, settings=Settings(uri=uri))
+    table = tmp_path / "HSE_data.csv"
+    table.write_text("".join(HSE_TABLE.read_text().splitlines(keepends=True)[:60]))
+    assert ingest(db, table, dataset="mannodi_halide_perovskites/HSE_data.csv").ok
+    assert ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW").ok
+    structures = list(db.structures.query({}))
+    rng = random.Random(7)
+
+    def random_queries() -> list[tuple[str, dict, list[str], dict, int, int]]:
+        elements = sorted({e for s in structures for e in s["elements"]})
+        nsites = sorted({s["nsites"] for s in structures})
+        mixing = sorted({s["perovskite"]["mixing_type"] for s in structures if s.get("perovskite")})
+        formulas = [s["reduced_formula"] for s in rng.sample(structures, 5)]
+        sorts = [{"structure_id": 1}, {"nsites": -1, "structure_id": 1}, {"density": 1}, {"nsites": 1, "density": -1}]
+        filters = [
+            {},
+            {"elements": {"$all": rng.sample(elements, 2)}},
+            {"elements": {"$all": ["Pb"]}, "nsites": {"$lte": rng.choice(nsites)}},
+            {"elements": rng.choice(elements)},
+            {"nsites": {"$gt": rng.choice(nsites), "$lte": max(nsites)}},
+            {"nsites": {"$gte": rng.choice(nsites), "$lt": rng.choice(nsites)}},
+            {"density": {"$gt": 3.5}, "perovskite.mixing_type": rng.choice(mixing)},
+            {"reduced_formula": {"$in": formulas}},
+            {"perovskite.mixing_type": {"$in": mixing[:2]}, "nsites": 40},
+            {"$or": [{"reduced_formula": formulas[0]}, {"nsites": {"$lt": 10}}]},
+            {"$and": [{"elements": {"$all": ["Pb", rng.choice(elements)]}}, {"nsites": {"$lte": rng.choice(nsites)}}]},
+        ]
+        queries = [("structures", f, ["structure_id", "nsites", "density"], rng.choice(sorts), rng.randint(0, 3),
+                    rng.choice([0, 2, 5])) for f in filters]  # fmt: skip
+        queries += [
+            ("calculations", {"level_of_theory": "HSE06", "properties.band_gap": {"$gte": 1.0, "$lt": 2.5}},
+             ["calculation_id", "properties.band_gap"], {"properties.band_gap": -1}, 0, 4),
+            ("calculations", {"structure_id": {"$in": [s["structure_id"] for s in structures[::7]]}},
+             ["calculation_id", "structure_id"], {"calculation_id": 1}, 1, 0),
+        ]  # fmt: skip
+        return queries
+
+    def engine_used(*args, **kwargs):
+        raise AssertionError("a plain query went to montydb's engine")
+
+    def check_all() -> None:
+        for collection, criteria, fields, sort, skip, limit in random_queries():
+            store = db.store(collection)
+            with monkeypatch.context() as patch:
+                patch.setattr(perovdb.db, "scan_query", engine_used)
+                for _ in range(2):  # the second time from the indexes built by the first
+                    fast = list(store.query(criteria, properties=fields, sort=sort, skip=skip, limit=limit))
+                    assert store.count(criteria) == store._collection.count_documents(criteria)
+            engine = list(store._collection.find(criteria, {f: 1 for f in fields}, sort=list(sort.items()),
+                                                 skip=skip, limit=limit))  # fmt: skip
+            assert fast == engine, (collection, criteria, sort, skip, limit)
+
+    check_all()
+    # a write through the same Database: the held documents are read again
+    changed = structures[3]["structure_id"]
+    db.structures.update([{**{k: v for k, v in structures[3].items() if k != "_id"}, "nsites": 999}])
+    assert [d["structure_id"] for d in db.structures.query({"nsites": 999}, ["structure_id"])] == [changed]
+    check_all()
+    # a write from another process
+    write = textwrap.dedent(f"""
+        from perovdb import connect
+        from perovdb.config import Settings
+        db = connect({uri!r}, settings=Settings(uri={uri!r}))
+        db.structures.update([{{"structure_id": {changed!r}, "nsites": 1000}}])
+        db.close()
+    """)
+    subprocess.run([sys.executable, "-c", write], check=True, cwd=Path(__file__).parent)
+    assert [d["structure_id"] for d in db.structures.query({"nsites": 1000}, ["structure_id"])] == [changed]
+    assert db.structures.count({"nsites": 999}) == 0
+    check_all()
     db.close()
