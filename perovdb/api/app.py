@@ -7,12 +7,11 @@ the key in ``X-API-Key``. Lists are paged with ``skip`` and ``limit``; a ``limit
 
 from __future__ import annotations
 
-import asyncio
-
 import json
 import re
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -34,7 +33,7 @@ from perovdb.api.schemas import (
 )
 from perovdb.api.schemas import Stats as StatsModel
 from perovdb.api.security import ApiError, Guard, install_error_handlers, require_api_key
-from perovdb.api.store import FastJSONResponse, Limits, query_page
+from perovdb.api.store import FastJSONResponse, Limits, in_database, query_page
 from perovdb.config import Settings
 from perovdb.db import Database
 from perovdb.documents import COLLECTIONS, PROPERTIES, LevelOfTheory
@@ -130,15 +129,6 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     app.state.limits = limits
     install_error_handlers(app)
     app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes)
-    if db.backend == "monty":
-        # montydb's SQLite storage keeps one connection per store object and must not be used from two
-        # threads at once; FastAPI runs endpoints in a thread pool, so requests take turns on the embedded store
-        one_at_a_time = asyncio.Lock()
-
-        @app.middleware("http")
-        async def serialise_embedded_store(request: Request, call_next: Any) -> Any:
-            async with one_at_a_time:
-                return await call_next(request)
 
     limit_q = Query(limits.default_limit, ge=1, le=limits.max_limit,
                     description=f"Page size; above {limits.max_limit} is refused (400).")
@@ -148,17 +138,17 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     filter_q = Query(None, max_length=5000, description="JSON filter (checked: known fields, typed operators, no "
                      "$where/$function/$expr/$lookup; string fields take strings, not operator objects).")
 
-    def paging_params(request: Request, filter: str | None = filter_q, fields: str | None = fields_q,
+    async def paging_params(request: Request, filter: str | None = filter_q, fields: str | None = fields_q,
                       sort: str | None = sort_q, skip: int = skip_q, limit: int = limit_q) -> Paging:
         return Paging(request, filter, fields, sort, skip, limit)
 
-    def page(paging: Paging, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
+    async def page(paging: Paging, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
         """One page of ``collection`` matching every clause and the user's checked filter."""
         criteria = _and(*clauses, _user_filter(collection, paging.filter))
         request, skip, limit = paging.request, paging.skip, paging.limit
-        docs, total = query_page(db, collection, criteria, fields=parse_fields(collection, paging.fields),
-                                 sort=parse_sort(collection, paging.sort), skip=skip, limit=limit,
-                                 max_time_ms=limits.max_time_ms)
+        docs, total = await in_database(db, partial(
+            query_page, db, collection, criteria, fields=parse_fields(collection, paging.fields),
+            sort=parse_sort(collection, paging.sort), skip=skip, limit=limit, max_time_ms=limits.max_time_ms))
         total = total or 0
         more = skip + len(docs) < total
         next_url = None
@@ -174,10 +164,11 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         }
         return FastJSONResponse(body)
 
-    def one(collection: str, doc_id: str, fields: str | None) -> FastJSONResponse:
+    async def one(collection: str, doc_id: str, fields: str | None) -> FastJSONResponse:
         key = COLLECTIONS[collection][1]
-        docs, _ = query_page(db, collection, {key: doc_id}, fields=parse_fields(collection, fields), limit=1,
-                             count=False, max_time_ms=limits.max_time_ms)
+        docs, _ = await in_database(db, partial(query_page, db, collection, {key: doc_id},
+                                                fields=parse_fields(collection, fields), limit=1, count=False,
+                                                max_time_ms=limits.max_time_ms))
         if not docs:
             raise ApiError(404, f"no {collection[:-1]} with id {doc_id!r}")
         return FastJSONResponse(docs[0])
@@ -186,12 +177,12 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     # -- resources ---------------------------------------------------------------------------
     @app.get("/structures", response_model=Page[RESOURCE_MODELS["structures"]], responses=ERRORS, tags=["data"])
-    def list_structures(
+    async def list_structures(
         formula: str | None = Query(None, max_length=200, description="Reduced or perovskite formula (MAPbI3)."),
         elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
         nsites_max: int | None = Query(None, ge=1),
@@ -208,17 +199,17 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             simple["perovskite.mixing_type"] = mixing_type
         if origin:
             simple["origin"] = origin
-        return page(paging, "structures", structure_criteria(formula, _split(elements)), simple)
+        return await page(paging, "structures", structure_criteria(formula, _split(elements)), simple)
 
     @app.get("/structures/{structure_id}", response_model=RESOURCE_MODELS["structures"], responses=ERRORS,
              tags=["data"])
-    def get_structure(structure_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+    async def get_structure(structure_id: str, fields: str | None = fields_q) -> FastJSONResponse:
         """One structure."""
-        return one("structures", structure_id, fields)
+        return await one("structures", structure_id, fields)
 
     @app.get("/calculations", response_model=Page[RESOURCE_MODELS["calculations"]], responses=ERRORS,
              tags=["data"])
-    def list_calculations(
+    async def list_calculations(
         structure_id: str | None = Query(None, max_length=2000, description="Comma list of structure ids."),
         level_of_theory: str | None = Query(None, max_length=50),
         dataset: str | None = Query(None, max_length=300),
@@ -232,10 +223,10 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             simple["level_of_theory"] = LevelOfTheory.parse(level_of_theory).value
         if dataset:
             simple["source.dataset"] = dataset
-        return page(paging, "calculations", simple)
+        return await page(paging, "calculations", simple)
 
     @app.get("/materials", response_model=Page[RESOURCE_MODELS["materials"]], responses=ERRORS, tags=["data"])
-    def list_materials(
+    async def list_materials(
         formula: str | None = Query(None, max_length=200),
         elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
         nsites_max: int | None = Query(None, ge=1),
@@ -256,31 +247,31 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         if mixing_type:
             simple["perovskite.mixing_type"] = mixing_type
         ranges = property_ranges(dict(paging.request.query_params))
-        return page(paging, "materials", structure_criteria(formula, _split(elements)), simple, ranges)
+        return await page(paging, "materials", structure_criteria(formula, _split(elements)), simple, ranges)
 
     @app.get("/materials/{material_id}", response_model=RESOURCE_MODELS["materials"], responses=ERRORS,
              tags=["data"])
-    def get_material(material_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+    async def get_material(material_id: str, fields: str | None = fields_q) -> FastJSONResponse:
         """One material."""
-        return one("materials", material_id, fields)
+        return await one("materials", material_id, fields)
 
     @app.get("/models", response_model=Page[RESOURCE_MODELS["models"]], responses=ERRORS, tags=["ml"])
-    def list_models(
+    async def list_models(
         target_property: str | None = Query(None, max_length=100),
         active: bool | None = None,
         name: str | None = Query(None, max_length=200),
         paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Registered ML models."""
-        return page(paging, "models", _present({"target_property": target_property, "active": active, "name": name}))
+        return await page(paging, "models", _present({"target_property": target_property, "active": active, "name": name}))
 
     @app.get("/models/{model_id}", response_model=RESOURCE_MODELS["models"], responses=ERRORS, tags=["ml"])
-    def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+    async def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
         """One model."""
-        return one("models", model_id, fields)
+        return await one("models", model_id, fields)
 
     @app.get("/predictions", response_model=Page[RESOURCE_MODELS["predictions"]], responses=ERRORS, tags=["ml"])
-    def list_predictions(
+    async def list_predictions(
         model_id: str | None = Query(None, max_length=200),
         structure_id: str | None = Query(None, max_length=20_000, description="Comma list of structure ids."),
         property: str | None = Query(None, max_length=100),
@@ -291,27 +282,27 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         simple = _present({"model_id": model_id, "property": property, "stale": stale})
         if structure_id:
             simple["structure_id"] = {"$in": _split(structure_id)}
-        return page(paging, "predictions", simple)
+        return await page(paging, "predictions", simple)
 
     @app.get("/evaluations", response_model=Page[RESOURCE_MODELS["evaluations"]], responses=ERRORS, tags=["ml"])
-    def list_evaluations(
+    async def list_evaluations(
         model_id: str | None = Query(None, max_length=200),
         property: str | None = Query(None, max_length=100),
         subset: str | None = Query(None, max_length=200),
         paging: Paging = Depends(paging_params),
     ) -> FastJSONResponse:
         """Model evaluations with their parity pairs."""
-        return page(paging, "evaluations", _present({"model_id": model_id, "property": property, "subset": subset}))
+        return await page(paging, "evaluations", _present({"model_id": model_id, "property": property, "subset": subset}))
 
     @app.get("/provenance/{prediction_id}", response_model=Lineage, responses=ERRORS, tags=["ml"])
-    def provenance(prediction_id: str) -> FastJSONResponse:
+    async def provenance(prediction_id: str) -> FastJSONResponse:
         """Lineage of a prediction: structure (and its sources) → model (and its job) → prediction."""
-        return FastJSONResponse(prediction_lineage(db, prediction_id))
+        return FastJSONResponse(await in_database(db, partial(prediction_lineage, db, prediction_id)))
 
     @app.get("/stats", response_model=StatsModel, tags=["data"])
-    def get_stats() -> FastJSONResponse:
+    async def get_stats() -> FastJSONResponse:
         """Counts per collection, level of theory, mixing type and origin."""
-        return FastJSONResponse(stats(db))
+        return FastJSONResponse(await in_database(db, partial(stats, db)))
 
     # -- writes ------------------------------------------------------------------------------
     @app.post(
@@ -340,8 +331,6 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         content = await request.body()
         if not content:
             raise ApiError(400, "empty upload")
-        from starlette.concurrency import run_in_threadpool
-
         from perovdb.ingest import ingest
 
         def run() -> Any:
@@ -351,7 +340,7 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
                 return ingest(db, path, kind=kind, property_name=property_name, level=level,  # type: ignore[arg-type]
                               dataset=dataset or f"upload/{filename}", origin=origin)  # type: ignore[arg-type]
 
-        report = await run_in_threadpool(run)
+        report = await in_database(db, run)
         result = IngestResult(
             filename=filename,
             read=report.read,

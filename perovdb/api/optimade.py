@@ -26,6 +26,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -52,7 +53,7 @@ from pymatgen.core import Composition
 from perovdb import __version__
 from perovdb.api.fields import naive_utc
 from perovdb.api.security import ApiError
-from perovdb.api.store import FastJSONResponse, Limits, query_page
+from perovdb.api.store import FastJSONResponse, Limits, in_database, query_page
 from perovdb.db import Database
 from perovdb.query import check_filter
 
@@ -255,7 +256,7 @@ def optimade_router(limits: Limits) -> APIRouter:
     router = APIRouter(prefix=BASE, tags=["optimade"])
 
     @router.get("/info", response_model=InfoResponse, summary="OPTIMADE base info")
-    def info(request: Request) -> FastJSONResponse:
+    async def info(request: Request) -> FastJSONResponse:
         """What this OPTIMADE implementation serves."""
         base = str(request.base_url).rstrip("/") + BASE
         attributes = BaseInfoAttributes(
@@ -273,7 +274,7 @@ def optimade_router(limits: Limits) -> APIRouter:
         return FastJSONResponse(response.model_dump(mode="json", exclude_unset=True))
 
     @router.get("/structures", response_model=StructureResponseMany, summary="Search structures (OPTIMADE filter)")
-    def structures(
+    async def structures(
         request: Request,
         filter: str | None = Query(None, max_length=2000, description='e.g. elements HAS ALL "Pb","I" AND nsites<=40'),
         page_limit: int = Query(20, ge=1, le=limits.max_limit, description=f"Page size (max {limits.max_limit})."),
@@ -287,8 +288,10 @@ def optimade_router(limits: Limits) -> APIRouter:
         criteria = translate(filter)
         wanted = {f.strip() for f in (response_fields or "").split(",") if f.strip()}
         read = _READ if not wanted or wanted & _SITE_FIELDS else [f for f in _READ if f != "structure"]
-        docs, total = query_page(db, "structures", criteria, fields=read, sort=_sort(sort), skip=page_offset,
-                                 limit=page_limit, max_time_ms=limits.max_time_ms)
+        docs, total = await in_database(db, partial(query_page, db, "structures", criteria, fields=read,
+                                                    sort=_sort(sort), skip=page_offset, limit=page_limit,
+                                                    max_time_ms=limits.max_time_ms))
+        available = await in_database(db, db.structures.count) if criteria else total
         total = total or 0
         more = page_offset + len(docs) < total
         next_link = None
@@ -298,7 +301,7 @@ def optimade_router(limits: Limits) -> APIRouter:
             params["page_limit"] = str(page_limit)
             next_link = str(request.url.replace(query=urlencode(params)))
         envelope = StructureResponseMany(
-            data=[], meta=_meta(request, total, db.structures.count() if criteria else total, more),
+            data=[], meta=_meta(request, total, available, more),
             links={"next": next_link},
         )
         body = envelope.model_dump(mode="json", exclude_unset=True)
@@ -306,10 +309,11 @@ def optimade_router(limits: Limits) -> APIRouter:
         return FastJSONResponse(body)
 
     @router.get("/structures/{structure_id}", response_model=StructureResponseOne, summary="One structure (OPTIMADE)")
-    def structure(request: Request, structure_id: str, response_fields: str | None = None) -> FastJSONResponse:
+    async def structure(request: Request, structure_id: str, response_fields: str | None = None) -> FastJSONResponse:
         """One structure by id."""
         db: Database = request.app.state.db
-        docs, _ = query_page(db, "structures", {"structure_id": structure_id}, fields=_READ, limit=1, count=False)
+        docs, _ = await in_database(db, partial(query_page, db, "structures", {"structure_id": structure_id},
+                                                fields=_READ, limit=1, count=False))
         if not docs:
             raise ApiError(404, f"no structure with id {structure_id!r}")
         envelope = StructureResponseOne(data=None, meta=_meta(request, 1, None, False), links={"next": None})

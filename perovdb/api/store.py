@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from perovdb.db import Database
 from perovdb.documents import COLLECTIONS
 from perovdb.errors import InvalidRecord
 from perovdb.query import check_filter
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,8 @@ class Limits:
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+        if value.tzinfo is None:  # stored datetimes are naive UTC
+            return value.isoformat() + "Z"
         return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     return str(value)
 
@@ -45,6 +49,19 @@ class FastJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return json.dumps(content, default=_default, ensure_ascii=False, allow_nan=False,
                           separators=(",", ":")).encode("utf-8")
+
+
+async def in_database(db: Database, work: Callable[[], T]) -> T:
+    """Run a request's database work where it belongs.
+
+    On MongoDB, in the thread pool: pymongo waits on the network while other requests go on. On the
+    in-process backends (embedded, memory), on the event loop itself: their work is Python holding the
+    GIL, so a thread would only add hand-over latency, and montydb's SQLite storage must not be used from
+    two threads at once; so requests take turns there.
+    """
+    if db.backend == "mongodb":
+        return await run_in_threadpool(work)
+    return work()
 
 
 def query_page(
