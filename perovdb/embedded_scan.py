@@ -1,11 +1,18 @@
-"""A fast read path for the embedded store: scan montydb's SQLite file and decode only what is asked for.
+"""A fast read path for the embedded store: montydb's SQLite file, held in memory, with indexes.
 
 montydb answers every query by decoding every document of the collection and walking its query engine
-over each, with no indexes; for structure documents (14 kB of sites each) a projected scan of a few
-small fields costs about as much as reading everything. Here the BSON of each document is wrapped in a
-``RawBSONDocument``: its top-level fields are read without decoding nested documents, the filter is
-tested on them, and only the projected fields (or, without projection, the matching documents) are
-decoded. 40-50x faster on the structures collection.
+over each, with no indexes. Here (``CollectionFile``):
+
+- the raw BSON of a collection is read once per committed version of its file (SQLite's
+  ``data_version`` tells when another connection, in this process or another, committed; rows whose
+  bytes did not change keep what was derived from them);
+- a document is wrapped in a ``RawBSONDocument`` when it is read, so its top-level fields are tested
+  without decoding nested documents, and only what is returned is decoded;
+- equality, ``$in``, ``$all`` and numeric ranges are narrowed through field indexes, and sorts through
+  orders, both built on first use for each version; the last few selections are kept (the count of
+  the page just read is free), and projections are kept as BSON per document until it changes;
+- ``state()`` gives a token that changes with every write, so a builder can tell in milliseconds that
+  nothing changed since its last run.
 
 Only queries whose meaning is plain are taken here, so results equal montydb's (a test compares them):
 
@@ -28,7 +35,7 @@ import sqlite3
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import closing
 from datetime import datetime
@@ -255,10 +262,40 @@ def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _documents_of(connection: sqlite3.Connection, codec_options: CodecOptions) -> list[RawBSONDocument]:
-    """Every document of the collection file, undecoded."""
-    raw_options = codec_options.with_options(document_class=RawBSONDocument)
-    return [RawBSONDocument(data, raw_options) for (data,) in connection.execute("SELECT v FROM documents")]
+class _Rows(Sequence):
+    """The documents of a collection file as raw BSON, each wrapped in a ``RawBSONDocument`` when read.
+
+    Only ``bytes`` are held: they are invisible to Python's cyclic garbage collector, whereas decoded
+    documents held by the hundred thousand made every full collection of the process walk them.
+    """
+
+    def __init__(self, raw: list[bytes], codec_options: CodecOptions) -> None:
+        self.raw = raw
+        self._options = codec_options.with_options(document_class=RawBSONDocument)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, position: int) -> RawBSONDocument:  # type: ignore[override]
+        return RawBSONDocument(self.raw[position], self._options)
+
+    def __iter__(self) -> Iterator[RawBSONDocument]:
+        options = self._options
+        return (RawBSONDocument(data, options) for data in self.raw)
+
+
+def _rows_of(
+    connection: sqlite3.Connection, codec_options: CodecOptions, previous: _Snapshot
+) -> tuple[list[str], _Rows]:
+    """(keys, documents) of the collection file; a row whose bytes equal those of ``previous`` keeps
+    the same ``bytes`` object, so what was cached of it stays valid."""
+    before = dict(zip(previous.keys, previous.documents.raw))
+    keys, raw = [], []
+    for key, data in connection.execute("SELECT k, v FROM documents"):
+        old = before.get(key)
+        keys.append(key)
+        raw.append(old if old is not None and old == data else data)
+    return keys, _Rows(raw, codec_options)
 
 
 class _FieldIndex:
@@ -271,7 +308,8 @@ class _FieldIndex:
     arrays or documents) for ``$all``.
     """
 
-    def __init__(self, documents: list[RawBSONDocument], path: list[str]) -> None:
+    def __init__(self, entries: list[tuple | None]) -> None:
+        """From each document's ``index_entry``."""
         self.values: dict[Any, list[int]] = {}
         pairs: list[tuple[float, int]] = []
         self.through_array: list[int] = []
@@ -279,24 +317,22 @@ class _FieldIndex:
         self.nested_arrays: list[int] = []
         self._sets: dict[Any, frozenset[int]] = {}
         self.number_range = lru_cache(maxsize=16)(self._number_range)  # the last few ranges asked for
-        for position, document in enumerate(documents):
-            try:
-                found, value = _value_at(document, path)
-            except _NotPlain:
+        for position, entry in enumerate(entries):
+            if entry is None:
+                continue
+            kind, value = entry
+            if kind == "through array":
                 self.through_array.append(position)
-                continue
-            if not found:
-                continue
-            if isinstance(value, list):
-                self.arrays.append(position)
-                if any(isinstance(v, (list, RawBSONDocument, dict)) for v in value):
-                    self.nested_arrays.append(position)
-                for element in {v for v in value if _indexable(v)}:
-                    self.values.setdefault(element, []).append(position)
-            elif _indexable(value):
+            elif kind == "scalar":
                 self.values.setdefault(value, []).append(position)
                 if _number(value):
                     pairs.append((value, position))
+            else:
+                self.arrays.append(position)
+                if kind == "nested array":
+                    self.nested_arrays.append(position)
+                for element in value:
+                    self.values.setdefault(element, []).append(position)
         pairs.sort()
         self.numbers = [value for value, _ in pairs]
         self.number_positions = [position for _, position in pairs]
@@ -357,6 +393,29 @@ class _FieldIndex:
         return found
 
 
+def index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
+    """What a document gives an index of ``path``: ("scalar", value), ("array" or "nested array",
+    its indexable elements), ("through array", None), or None (nothing to index)."""
+    try:
+        found, value = _value_at(document, path)
+    except _NotPlain:
+        return ("through array", None)
+    if not found:
+        return None
+    if isinstance(value, list):
+        nested = any(isinstance(v, (list, RawBSONDocument, dict)) for v in value)
+        return ("nested array" if nested else "array", tuple({v for v in value if _indexable(v)}))
+    return ("scalar", value) if _indexable(value) else None
+
+
+def _sort_entry(document: RawBSONDocument, path: list[str]) -> tuple[int, Any] | None:
+    """The sort key of ``path``, or None when this module does not sort the value."""
+    try:
+        return _sort_key(document, path)
+    except _NotPlain:
+        return None
+
+
 def _with(found: frozenset[int], *always: list[int]) -> frozenset[int]:
     """``found`` plus the positions in ``always`` (no copy when there are none)."""
     return found.union(*always) if any(always) else found
@@ -375,17 +434,36 @@ class _Snapshot:
     """The documents of one committed version of a collection file, with indexes and sort orders built
     on first use."""
 
-    def __init__(self, documents: list[RawBSONDocument]) -> None:
+    def __init__(self, keys: list[str], documents: _Rows, derived: dict | None = None) -> None:
+        self.keys = keys  # montydb's row keys
         self.documents = documents
+        #: per (kind, path): per row key, (the row's bytes, what was derived from it), shared with the
+        #: versions before and after this one, so an unchanged row is never decoded again
+        self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = {} if derived is None else derived
         self._indexes: dict[str, _FieldIndex] = {}
         self._orders: dict[tuple[tuple[str, bool], ...], tuple[list[int], list[int]] | None] = {}
         self._selections: dict[str, AbstractSet[int] | None] = {}
         self._lock = threading.Lock()
 
+    def _each(self, kind: str, field: str, derive: Callable[[RawBSONDocument, list[str]], Any]) -> list[Any]:
+        """``derive(document, path)`` of every document, reusing what was derived from unchanged rows."""
+        path, rows, documents = field.split("."), self.documents.raw, self.documents
+        before = self._derived.get((kind, field), {})
+        after: dict[str, tuple[bytes, Any]] = {}
+        values = []
+        for position, key in enumerate(self.keys):
+            entry = before.get(key)
+            if entry is None or entry[0] is not rows[position]:
+                entry = (rows[position], derive(documents[position], path))
+            after[key] = entry
+            values.append(entry[1])
+        self._derived[(kind, field)] = after
+        return values
+
     def index(self, field: str) -> _FieldIndex:
         with self._lock:
             if field not in self._indexes:
-                self._indexes[field] = _FieldIndex(self.documents, field.split("."))
+                self._indexes[field] = _FieldIndex(self._each("index", field, index_entry))
             return self._indexes[field]
 
     def order(self, order: list[tuple[list[str], bool]]) -> tuple[list[int], list[int]] | None:
@@ -394,11 +472,13 @@ class _Snapshot:
         spec = tuple((".".join(path), descending) for path, descending in order)
         with self._lock:
             if spec not in self._orders:
-                try:
-                    ordered = _sorted_positions(self.documents, range(len(self.documents)), order)
-                except _NotPlain:
+                keys = [self._each("sort", ".".join(path), _sort_entry) for path, _ in order]
+                if any(key is None for column in keys for key in column):
                     self._orders[spec] = None
                 else:
+                    ordered = list(range(len(self.documents)))
+                    for column, (_, descending) in reversed(list(zip(keys, order))):  # stable, last key first
+                        ordered.sort(key=column.__getitem__, reverse=descending)
                     place = [0] * len(ordered)
                     for n, position in enumerate(ordered):
                         place[position] = n
@@ -478,7 +558,7 @@ class _Snapshot:
 
 
 def _sorted_positions(
-    documents: list[RawBSONDocument],
+    documents: Sequence[RawBSONDocument],
     positions: Iterable[int],
     order: list[tuple[list[str], bool]],
 ) -> list[int]:
@@ -490,7 +570,7 @@ def _sorted_positions(
     return result
 
 
-_EMPTY = _Snapshot([])
+_EMPTY = _Snapshot([], _Rows([], CodecOptions()))
 
 
 class CollectionFile:
@@ -510,6 +590,8 @@ class CollectionFile:
         self._identity: tuple[int, int] | None = None
         self._version: int | None = None
         self._snapshot = _EMPTY
+        #: per projection, per row key: (the document's BSON, its projection's BSON)
+        self._projections: dict[tuple[str, ...], dict[str, tuple[bytes, bytes]]] = {}
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -541,8 +623,13 @@ class CollectionFile:
                 self._identity = identity
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # read after taking the version: a commit in between reads again
-                self._snapshot = _Snapshot(_documents_of(self._connection, self.codec_options))
+                previous = self._snapshot
+                self._snapshot = _Snapshot(*_rows_of(self._connection, self.codec_options, previous), previous._derived)
                 self._version = version
+                current = dict(zip(self._snapshot.keys, self._snapshot.documents.raw))
+                for held in (self._projections, self._snapshot._derived):  # drop what came from changed rows
+                    for name, cache in list(held.items()):
+                        held[name] = {key: entry for key, entry in cache.items() if current.get(key) is entry[0]}
             return self._snapshot
 
     def state(self, settle: float = 0.05) -> str | None:
@@ -599,15 +686,41 @@ class CollectionFile:
         snapshot = self.snapshot()
         try:
             positions = snapshot.page(snapshot.select(criteria, matcher), order, skip, limit)
-            return iter(
-                _decoded(
-                    [snapshot.documents[p] for p in positions],
-                    fields,
-                    self.codec_options,
-                )
-            )
+            return iter(self._decoded(snapshot, positions, fields))
         except _NotPlain:
             return None
+
+    def _decoded(self, snapshot: _Snapshot, positions: list[int], fields: list[list[str]] | None) -> list[dict]:
+        """The documents at ``positions``, whole or projected on ``fields``, as new plain dicts.
+
+        Projections are kept as BSON per document until the document changes, so reading the same few
+        fields of a large collection again is one C decode per document.
+        """
+        codec_options = self.codec_options
+        if fields is None:
+            return [bson.decode(snapshot.documents.raw[p], codec_options=codec_options) for p in positions]
+        name = tuple(".".join(field) for field in fields)
+        cache = self._projections.get(name)
+        if cache is None:
+            if len(self._projections) >= 16:  # user-chosen projections: keep the latest few
+                self._projections.pop(next(iter(self._projections)), None)
+            cache = self._projections[name] = {}
+        plain = _decoder(codec_options)
+        results = []
+        for position in positions:
+            raw, key = snapshot.documents.raw[position], snapshot.keys[position]
+            entry = cache.get(key)
+            if entry is not None and entry[0] is raw:
+                results.append(bson.decode(entry[1], codec_options=codec_options))
+                continue
+            document = snapshot.documents[position]
+            top = document.items().mapping
+            result: dict[str, Any] = {"_id": top["_id"]} if "_id" in top else {}
+            for field in fields:
+                _merge(result, _project(document, field, plain) or {})
+            cache[key] = (raw, bson.encode(result, codec_options=codec_options))
+            results.append(result)
+        return results
 
     def count(self, criteria: dict | None) -> int | None:
         """Documents matching a plain filter, or None when the filter is not plain."""
@@ -620,22 +733,3 @@ class CollectionFile:
         except _NotPlain:
             return None
         return len(snapshot.documents) if selected is None else len(selected)
-
-
-def _decoded(
-    matched: list[RawBSONDocument],
-    fields: list[list[str]] | None,
-    codec_options: CodecOptions,
-) -> list[dict]:
-    """The documents, whole or projected on ``fields``, as plain dicts."""
-    if fields is None:
-        return [bson.decode(document.raw, codec_options=codec_options) for document in matched]
-    plain = _decoder(codec_options)
-    results = []
-    for document in matched:
-        top = document.items().mapping
-        result: dict[str, Any] = {"_id": top["_id"]} if "_id" in top else {}
-        for field in fields:
-            _merge(result, _project(document, field, plain) or {})
-        results.append(result)
-    return results

@@ -91,6 +91,58 @@ def test_one_changed_calculation_updates_exactly_one_material(tables_db):
     assert runs[0]["builder"] == "materials" and runs[0]["changed"] == 1 and runs[0]["version"]
 
 
+def test_builders_skip_planning_only_when_nothing_was_written_since_their_last_run(tables_db, tmp_path):
+    """The embedded store tells cheaply that no source or target was written since a builder's last run;
+    any write (this process or another, to a source or a target) makes the next run plan again."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from perovdb.documents import utcnow
+
+    embedded = tables_db.backend == "monty"
+    first = run_builders(tables_db, ["materials"])[0]
+    [again] = run_builders(tables_db, ["materials"])
+    assert (again.planned, again.changed, again.total) == (0, 0, first.total)
+    assert again.unchanged_since == (first.run_id if embedded else None)
+    assert last_runs(tables_db)[0]["unchanged_since"] == again.unchanged_since  # recorded for provenance
+    # a source written right after a run, by this process
+    calc = {k: v for k, v in find(tables_db, "calculations", {"level_of_theory": "PBE"}, limit=1)[0].items()}
+    calc["properties"]["band_gap"] += 0.5
+    calc["last_updated"] = utcnow()
+    tables_db.calculations.update([calc], key="calculation_id")
+    [changed] = run_builders(tables_db, ["materials"])
+    assert (changed.planned, changed.changed, changed.unchanged_since) == (1, 1, None)
+    [same] = run_builders(tables_db, ["materials"])
+    assert same.planned == 0 and same.unchanged_since == (changed.run_id if embedded else None)
+    # a target deleted behind the builder's back comes back
+    victim = next(iter(_materials(tables_db)))
+    tables_db.materials.remove_docs({"material_id": victim})
+    [restored] = run_builders(tables_db, ["materials"])
+    assert restored.planned == 1 and restored.unchanged_since is None and victim in _materials(tables_db)
+    if not embedded:
+        return
+    run_builders(tables_db, ["materials"])
+    # a source written by another process
+    write = textwrap.dedent(f"""
+        from perovdb import connect
+        from perovdb.config import Settings
+        from perovdb.documents import utcnow
+        db = connect({tables_db.uri!r}, settings=Settings(uri={tables_db.uri!r}))
+        calc = db.calculations.query_one({{"calculation_id": {calc["calculation_id"]!r}}})
+        calc.pop("_id")
+        calc["properties"]["band_gap"] += 0.5
+        calc["last_updated"] = utcnow()
+        db.calculations.update([calc], key="calculation_id")
+        db.close()
+    """)
+    subprocess.run([sys.executable, "-c", write], check=True)
+    [seen] = run_builders(tables_db, ["materials"])
+    assert (seen.planned, seen.changed, seen.unchanged_since) == (1, 1, None)
+    material = next(m for m in _materials(tables_db).values() if calc["calculation_id"] in m["calculation_ids"])
+    assert material["properties"]["band_gap"]["PBE"]["value"] == pytest.approx(calc["properties"]["band_gap"] + 0.5)
+
+
 @pytest.mark.slow
 def test_multifidelity_materials_follow_the_matching_rule(tmp_path):
     """PBE and HSE06 rows of one compound and phase are one material; the rule is structure composition + phase.

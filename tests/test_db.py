@@ -215,6 +215,7 @@ def test_embedded_indexed_reads_equal_montydb_answers_on_real_data(tmp_path, mon
     """Repeated queries on the embedded store are answered from memory, through field indexes and sort
     ranks; on real structures and calculations they give what montydb's engine gives, and they see every
     later write, from this process or another."""
+    import copy
     import random
 
     import perovdb.db
@@ -275,6 +276,13 @@ def test_embedded_indexed_reads_equal_montydb_answers_on_real_data(tmp_path, mon
             assert fast == engine, (collection, criteria, sort, skip, limit)
 
     check_all()
+    # what a query returns is the caller's: changing it changes nothing held for the next query
+    [first] = db.structures.query({}, properties=["structure_id", "perovskite", "elements"], limit=1)
+    kept = copy.deepcopy(first)
+    first["elements"].append("Xx")
+    if first.get("perovskite"):
+        first["perovskite"]["a"] = {}
+    assert list(db.structures.query({}, properties=["structure_id", "perovskite", "elements"], limit=1)) == [kept]
     # a write through the same Database: the held documents are read again
     changed = structures[3]["structure_id"]
     db.structures.update([{**{k: v for k, v in structures[3].items() if k != "_id"}, "nsites": 999}])

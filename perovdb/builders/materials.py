@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from maggma.core import Store
@@ -60,6 +61,7 @@ def group_key(structure: dict[str, Any]) -> str:
     return f"{compound_key(structure)}#{structure.get('phase') or 'unknown'}#{structure['origin']}"
 
 
+@lru_cache(maxsize=1 << 16)
 def material_id(key: str) -> str:
     """Id of the material of a group key."""
     return "mat-" + content_hash(["material", key])

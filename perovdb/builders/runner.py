@@ -13,8 +13,8 @@ from typing import Any
 
 from monty.json import MontyEncoder
 
-from perovdb.builders.base import IncrementalBuilder
-from perovdb.db import Database, chunks
+from perovdb.builders.base import BuildPlan, IncrementalBuilder
+from perovdb.db import Database, chunks, store_state
 from perovdb.documents import utcnow
 
 #: builder names in dependency order
@@ -37,6 +37,8 @@ class BuildReport:
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
     run_id: str | None = None
+    #: the earlier run whose sources and targets are unchanged (nothing was planned), if any
+    unchanged_since: str | None = None
 
 
 def make_builder(db: Database, name: str, *, full: bool = False) -> IncrementalBuilder:
@@ -69,18 +71,48 @@ def resolve(names: Iterable[str]) -> list[str]:
     return [name for name in BUILD_ORDER if name in wanted]
 
 
+def _states(stores: Iterable[Any]) -> dict[str, str] | None:
+    """Each store's state token (see ``store_state``), or None when one cannot be told."""
+    states: dict[str, str] = {}
+    for store in stores:
+        token = store_state(store)
+        if token is None:
+            return None
+        states[store.collection_name] = token
+    return states
+
+
+def _unchanged_run(db: Database, builder: IncrementalBuilder, sources: dict[str, str] | None) -> dict | None:
+    """This builder's last run if its sources and targets are exactly as that run left them."""
+    if sources is None:
+        return None
+    runs = db.store(RUNS_COLLECTION, key="run_id").query(
+        {"builder": builder.name, "version": builder.version, "dry_run": False}, sort={"started": -1}, limit=1
+    )
+    last = next(iter(runs), None)
+    if last is None or last.get("sources") != sources or last.get("targets") != _states(builder.targets):
+        return None
+    return last
+
+
 def run_builder(
     db: Database,
     builder: IncrementalBuilder,
     *,
     dry_run: bool = False,
-    chunk_size: int = 100,
+    chunk_size: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
-    """Plan and run one builder; in a dry run only plan (nothing is written)."""
+    """Plan and run one builder; in a dry run only plan (nothing is written).
+
+    When the backend can tell (the embedded store: see ``store_state``) that no source or target was
+    written since this builder's last run, nothing is planned: the run is recorded as unchanged.
+    """
     started, clock = utcnow(), time.perf_counter()
     builder.connect()
-    plan = builder.plan()
+    sources = None if builder.full else _states(builder.sources)  # before planning: later writes are seen next time
+    unchanged = _unchanged_run(db, builder, sources)
+    plan = builder.plan() if unchanged is None else BuildPlan(total=unchanged["total"])
     report = BuildReport(
         builder=builder.name,
         version=builder.version,
@@ -89,13 +121,15 @@ def run_builder(
         planned=len(plan.build),
         removed=len(plan.remove),
         reasons=plan.reasons,
+        unchanged_since=unchanged["run_id"] if unchanged else None,
     )
     if dry_run:
         report.seconds = time.perf_counter() - clock
         return report
     done = 0
     builder.total = len(plan.build)
-    # at most ~20 writes for a large plan: without indexes every write looks up its keys in a full scan
+    # few, large writes: each one looks up its keys and makes the embedded store re-read the target;
+    # at most ~20 for a large plan
     chunk_size = max(chunk_size, -(-len(plan.build) // 20))
     for chunk in chunks(builder.items_for(plan.build), chunk_size):
         builder.update_targets([builder.process_item(item) for item in chunk])
@@ -106,9 +140,9 @@ def run_builder(
     report.changed = builder.changed
     report.seconds = time.perf_counter() - clock
     report.run_id = f"run-{uuid.uuid4().hex[:12]}"
-    db.store(RUNS_COLLECTION, key="run_id").update(
-        [{**asdict(report), "started": started, "finished": utcnow(), "host": socket.gethostname()}], key="run_id"
-    )
+    record = {**asdict(report), "started": started, "finished": utcnow(), "host": socket.gethostname()}
+    record.update(sources=sources, targets=_states(builder.targets) if sources else None)
+    db.store(RUNS_COLLECTION, key="run_id").update([record], key="run_id")
     return report
 
 
