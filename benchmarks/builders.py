@@ -23,6 +23,9 @@ collections do not walk them in the middle of a measured build.
 
 For each: full build, then a rebuild after bumping a value and ``last_updated`` of 1 % of the
 calculations, then a rebuild with nothing changed. Targets: incremental <= 5 % of full, no-change <= 2 %.
+All builds run in this one process on one open database, as a builder service would (the embedded
+store keeps what it read between runs); a no-change run on the embedded store is answered from the
+collections' state tokens recorded by the previous run (``perovdb.builders.runner``), in any process.
 
 Run: ``.venv/bin/python benchmarks/builders.py [--factor 10] [--predict 20] [--backends monty]
 [--cache /tmp/perovdb-bench-docs.pkl]`` (``--cache`` keeps the ingested documents between runs: the ingest,
