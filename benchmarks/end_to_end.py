@@ -50,7 +50,7 @@ from perovdb.ml.registry import LoadedModel  # noqa: E402
 from perovdb.provenance.record import JOB_RECORDS  # noqa: E402
 
 STORE_METHODS = ("query", "query_one", "update", "count", "distinct", "remove_docs", "groupby", "ensure_index",
-                 "connect", "close", "replace_by_id", "last_updated", "newer_in")  # fmt: skip
+                 "connect", "close", "replace_by_id", "last_updated", "newer_in", "state")  # fmt: skip
 ARTIFACT_METHODS = ("put", "get", "exists", "delete", "keys")
 
 
@@ -59,6 +59,7 @@ class Profiler:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, float] = defaultdict(float)  # database time by store and method (inclusive)
         self.stack: list[str] = []
         self.mark = time.perf_counter()
 
@@ -80,6 +81,7 @@ class Profiler:
         @functools.wraps(func)
         def timed(*args: Any, **kwargs: Any) -> Any:
             self.enter(category)
+            started = time.perf_counter()
             try:
                 result = func(*args, **kwargs)
                 if materialise and result is not None and not isinstance(result, (dict, list)):
@@ -87,6 +89,9 @@ class Profiler:
                 return result
             finally:
                 self.leave()
+                if category == "database" and args:
+                    store = getattr(args[0], "collection_name", type(args[0]).__name__)
+                    self.calls[f"{store}.{func.__name__}"] += time.perf_counter() - started
 
         return timed
 
@@ -168,6 +173,8 @@ def main() -> None:
     print(f"{'(sum)':10} {sum(seconds.values()):9.1f}")
     share = (seconds.get("database", 0.0) + tracking) / total
     print(f"\ndatabase + tracking = {share:.1%} of the total (target < 10%)")
+    top = sorted(profiler.calls.items(), key=lambda item: -item[1])[:8]
+    print("database time by collection and call (inclusive): " + ", ".join(f"{k} {v:.1f} s" for k, v in top))
 
 
 if __name__ == "__main__":

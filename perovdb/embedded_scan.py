@@ -17,8 +17,8 @@ over each, with no indexes. Here (``CollectionFile``):
 Only queries whose meaning is plain are taken here, so results equal montydb's (a test compares them):
 
 - filters: fields (dotted paths through embedded documents) with a string or number, ``$eq``, ``$in``
-  (an array field matches when an element does), ``$all``, and ``$gt``/``$gte``/``$lt``/``$lte`` with
-  numbers; ``$and`` and ``$or`` of such filters;
+  (an array field matches when an element does), ``$all``, ``$gt``/``$gte``/``$lt``/``$lte`` with
+  numbers, ``$ne`` with a string, number or null; ``$and`` and ``$or`` of such filters;
 - projections of fields to include; sorting by fields holding null, numbers, strings, booleans or
   dates; skip and limit.
 
@@ -148,6 +148,19 @@ def _field_test(condition: Any) -> Callable[[Any], bool] | None:
     return lambda value: all(test(value) for test in tests)
 
 
+def _not_equal(path: list[str], unwanted: Any) -> Matcher:
+    """``{path: {"$ne": unwanted}}`` as MongoDB reads it: the negation of ``{path: unwanted}``, where
+    ``{path: None}`` matches a missing field, a null and an array holding a null."""
+
+    def test(document: Any) -> bool:
+        found, value = _value_at(document, path)
+        if unwanted is None:
+            return found and value is not None and not (isinstance(value, list) and None in value)
+        return not (found and _equals_one_of({unwanted})(value))
+
+    return test
+
+
 def plain_filter(criteria: dict | None) -> Matcher | None:
     """A document → bool matcher for a filter this module can answer, else None."""
     if criteria is None:
@@ -165,6 +178,11 @@ def plain_filter(criteria: dict | None) -> Matcher | None:
             combine = all if field == "$and" else any
             parts.append(lambda document, clauses=clauses, combine=combine: combine(c(document) for c in clauses))
             continue
+        if _plain_path(field) and isinstance(condition, dict) and list(condition) == ["$ne"]:
+            unwanted = condition["$ne"]
+            if unwanted is None or _scalar(unwanted):
+                parts.append(_not_equal(field.split("."), unwanted))
+                continue
         test = _field_test(condition) if _plain_path(field) else None
         if test is None:
             return None
@@ -573,6 +591,17 @@ def _sorted_positions(
 _EMPTY = _Snapshot([], _Rows([], CodecOptions()))
 
 
+#: documents up to this size (bytes) have their projections kept; larger ones only when every projected
+#: field is small (a structure's sites are decoded each time: encoding them again would cost as much)
+_SMALL = 4096
+
+
+def _small(value: Any) -> bool:
+    if isinstance(value, RawBSONDocument):
+        return len(value.raw) <= 512
+    return not isinstance(value, list) or len(value) <= 64
+
+
 class CollectionFile:
     """A montydb SQLite collection file, answering plain queries from memory.
 
@@ -718,7 +747,8 @@ class CollectionFile:
             result: dict[str, Any] = {"_id": top["_id"]} if "_id" in top else {}
             for field in fields:
                 _merge(result, _project(document, field, plain) or {})
-            cache[key] = (raw, bson.encode(result, codec_options=codec_options))
+            if len(raw) <= _SMALL or all(_small(top.get(field[0])) for field in fields):
+                cache[key] = (raw, bson.encode(result, codec_options=codec_options))
             results.append(result)
         return results
 

@@ -181,6 +181,9 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         ({"n": {"$gte": 1, "$lt": 2}}, ["k"]),  # 1 and 1.0, not "1"
         ({"$or": [{"k": "a"}, {"n": {"$gt": 1.5}}], "tags": {"$all": ["y"]}}, ["k"]),
         ({"$and": [{"n": {"$eq": 2}}, {"sub.other": 1}]}, ["k"]),
+        ({"sub": {"$ne": None}}, ["k"]),  # present and not null
+        ({"tags": {"$ne": "x"}}, ["k"]),  # no element equal either
+        ({"n": {"$ne": 1}, "k": {"$ne": "g"}}, ["k"]),
     ]
     for criteria, properties in queries:
         with monkeypatch.context() as patch:
@@ -245,6 +248,7 @@ def test_embedded_indexed_reads_equal_montydb_answers_on_real_data(tmp_path, mon
             {"nsites": {"$gt": rng.choice(nsites), "$lte": max(nsites)}},
             {"nsites": {"$gte": rng.choice(nsites), "$lt": rng.choice(nsites)}},
             {"density": {"$gt": 3.5}, "perovskite.mixing_type": rng.choice(mixing)},
+            {"perovskite": {"$ne": None}, "nsites": {"$ne": rng.choice(nsites)}},
             {"reduced_formula": {"$in": formulas}},
             {"perovskite.mixing_type": {"$in": mixing[:2]}, "nsites": 40},
             {"$or": [{"reduced_formula": formulas[0]}, {"nsites": {"$lt": 10}}]},
