@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pymatgen.core import DummySpecies, Element, Species, Structure
+from pymatgen.core import Composition, DummySpecies, Element, Species, Structure
+from pymatgen.core.units import Length, Mass
 
 from perovdb.documents.base import PerovdbDocument, Source, content_hash
 from perovdb.errors import InvalidRecord
@@ -97,8 +98,8 @@ class StructureDoc(PerovdbDocument):
         """Describe ``structure``: composition, density, symmetry, perovskite sites and its id."""
         from perovdb.perovskite import assign_sites, reduced_perovskite_formula
 
-        check_physical(structure)
-        composition = structure.composition
+        composition = structure.composition  # pymatgen recomputes it on every access
+        check_physical(structure, composition)
         elements = sorted(el.symbol for el in composition.elements)
         symbol, number = _space_group(structure, symprec)
         sites = assign_sites(structure)
@@ -126,7 +127,7 @@ class StructureDoc(PerovdbDocument):
             chemsys="-".join(elements),
             nsites=len(structure),
             volume=structure.volume,
-            density=float(structure.density),
+            density=_density(composition, structure.volume),
             space_group_symbol=symbol,
             space_group_number=number,
             perovskite=perovskite,
@@ -141,11 +142,17 @@ class StructureDoc(PerovdbDocument):
 MIN_DISTANCE = 0.5
 
 
-def check_physical(structure: Structure) -> None:
+def _density(composition: Composition, volume: float) -> float:
+    """g/cm³, computed as pymatgen's ``Structure.density`` is (same operations, same float)."""
+    mass = Mass(composition.weight, "amu")
+    return float(mass.to("g") / (volume * Length(1, "ang").to("cm") ** 3))
+
+
+def check_physical(structure: Structure, composition: Composition | None = None) -> None:
     """Raise ``InvalidRecord`` for what no real crystal has: disorder, dummy species, overlapping atoms."""
     if not structure.is_ordered:
         raise InvalidRecord("disordered (partially occupied) sites are not supported", field="structure")
-    for species in structure.composition:
+    for species in composition if composition is not None else structure.composition:
         if isinstance(species, DummySpecies) or not isinstance(species, (Element, Species)):
             raise InvalidRecord(f"{species} is not a chemical element", field="species")
     if len(structure) > 1:
@@ -168,13 +175,25 @@ def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -
 
 
 def _space_group(structure: Structure, symprec: float | None) -> tuple[str | None, int | None]:
+    """International symbol and number from spglib, on the cell pymatgen's ``SpacegroupAnalyzer`` builds
+    (species numbered in order of appearance, angle tolerance 5°); magnetic cells go through pymatgen."""
     if symprec is None:
         return None, None
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    import spglib
 
     try:
-        analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
-        return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
+        if "magmom" in structure.site_properties or any(getattr(sp, "spin", None) is not None for sp in structure.types_of_species):
+            from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+            analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
+            return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
+        numbering: dict[Any, int] = {}
+        numbers = [numbering.setdefault(site.species, len(numbering) + 1) for site in structure]
+        cell = (structure.lattice.matrix, structure.frac_coords, numbers)
+        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=5)
+        if dataset is None:
+            return None, None
+        return dataset.international, int(dataset.number)
     except Exception:  # spglib gives up on some cells; the structure is still valid
         return None, None
 
