@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -143,9 +144,21 @@ MIN_DISTANCE = 0.5
 
 
 def _density(composition: Composition, volume: float) -> float:
-    """g/cm³, computed as pymatgen's ``Structure.density`` is (same operations, same float)."""
-    mass = Mass(composition.weight, "amu")
-    return float(mass.to("g") / (volume * Length(1, "ang").to("cm") ** 3))
+    """g/cm³: the float pymatgen's ``Structure.density`` gives (the same operations in the same order),
+    without building a unit-checked number at each step."""
+    weight = sum(amount * _atomic_mass(element) for element, amount in composition.items())
+    amu_in_g, cm3_per_ang3 = _unit_factors()
+    return weight * amu_in_g / (volume * cm3_per_ang3)
+
+
+@cache
+def _atomic_mass(element: Element | Species) -> float:
+    return float(element.atomic_mass)
+
+
+@cache
+def _unit_factors() -> tuple[float, float]:
+    return float(Mass(1, "amu").to("g")), float(Length(1, "ang").to("cm")) ** 3
 
 
 def check_physical(structure: Structure, composition: Composition | None = None) -> None:
