@@ -236,7 +236,7 @@ def _sort_key(document: Any, path: list[str]) -> tuple[int, Any]:
     if isinstance(value, bool):
         return (8, value)
     if _number(value):
-        return (2, value)
+        return (2, (0, 0)) if _nan(value) else (2, (1, value))  # NaN before every number, as in MongoDB
     if isinstance(value, str):
         return (3, value)
     if isinstance(value, datetime):
@@ -452,12 +452,12 @@ class _Snapshot:
     """The documents of one committed version of a collection file, with indexes and sort orders built
     on first use."""
 
-    def __init__(self, keys: list[str], documents: _Rows, derived: dict | None = None) -> None:
+    def __init__(self, keys: list[str], documents: _Rows, derived: dict) -> None:
         self.keys = keys  # montydb's row keys
         self.documents = documents
         #: per (kind, path): per row key, (the row's bytes, what was derived from it), shared with the
         #: versions before and after this one, so an unchanged row is never decoded again
-        self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = {} if derived is None else derived
+        self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = derived
         self._indexes: dict[str, _FieldIndex] = {}
         self._orders: dict[tuple[tuple[str, bool], ...], tuple[list[int], list[int]] | None] = {}
         self._selections: dict[str, AbstractSet[int] | None] = {}
@@ -588,7 +588,8 @@ def _sorted_positions(
     return result
 
 
-_EMPTY = _Snapshot([], _Rows([], CodecOptions()))
+def _empty() -> _Snapshot:
+    return _Snapshot([], _Rows([], CodecOptions()), {})
 
 
 #: documents up to this size (bytes) have their projections kept; larger ones only when every projected
@@ -618,9 +619,11 @@ class CollectionFile:
         self._connection: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._version: int | None = None
-        self._snapshot = _EMPTY
+        self._snapshot = _empty()
         #: per projection, per row key: (the document's BSON, its projection's BSON)
         self._projections: dict[tuple[str, ...], dict[str, tuple[bytes, bytes]]] = {}
+        #: per (index or sort, path): per row key, (the row's bytes, what was derived from it)
+        self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = {}
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -630,12 +633,8 @@ class CollectionFile:
     def _release(self) -> None:
         if self._connection is not None:
             self._connection.close()
-        self._connection, self._identity, self._version, self._snapshot = (
-            None,
-            None,
-            None,
-            _EMPTY,
-        )
+        self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
+        self._projections, self._derived = {}, {}
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
@@ -644,7 +643,7 @@ class CollectionFile:
                 status = os.stat(self.path)
             except FileNotFoundError:
                 self._release()
-                return _EMPTY
+                return _empty()
             identity = (status.st_dev, status.st_ino)
             if self._connection is None or identity != self._identity:
                 self._release()
@@ -653,12 +652,12 @@ class CollectionFile:
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # read after taking the version: a commit in between reads again
                 previous = self._snapshot
-                self._snapshot = _Snapshot(*_rows_of(self._connection, self.codec_options, previous), previous._derived)
+                self._snapshot = _Snapshot(*_rows_of(self._connection, self.codec_options, previous), self._derived)
                 self._version = version
                 current = dict(zip(self._snapshot.keys, self._snapshot.documents.raw))
-                for held in (self._projections, self._snapshot._derived):  # drop what came from changed rows
+                for held in (self._projections, self._derived):  # drop what came from changed rows
                     for name, cache in list(held.items()):
-                        held[name] = {key: entry for key, entry in cache.items() if current.get(key) is entry[0]}
+                        held[name] = {key: entry for key, entry in dict(cache).items() if current.get(key) is entry[0]}
             return self._snapshot
 
     def state(self, settle: float = 0.05) -> str | None:
@@ -683,11 +682,14 @@ class CollectionFile:
         if not self.path.exists():
             return "-"
         wal = self.path.with_name(self.path.name + "-wal")
-        if wal.exists() and wal.stat().st_size:
-            with closing(sqlite3.connect(self.path, timeout=1.0)) as connection:
-                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if busy:
-                return None
+        try:
+            if wal.exists() and wal.stat().st_size:
+                with closing(sqlite3.connect(self.path, timeout=1.0)) as connection:
+                    busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy:
+                    return None
+        except (FileNotFoundError, sqlite3.OperationalError):  # the log went away, or a writer holds it
+            return None
         stamp_file = self.path.parent / ".perovdb-clock"
         stamp_file.touch()
         stamp = stamp_file.stat().st_mtime_ns

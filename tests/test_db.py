@@ -209,6 +209,13 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
     assert store._sqlite_file.scan(all_xy, ["k"]) is None
     assert [d["k"] for d in store.query(all_xy, properties=["k"])] == ["a"]
     assert store._sqlite_file.scan({}, ["k"], {"tags": 1}) is None
+    # NaN sorts after null and before every number, as in MongoDB (montydb's own engine misplaces it)
+    store.update([{"k": "nan", "n": float("nan")}])
+    with monkeypatch.context() as patch:
+        patch.setattr(perovdb.db, "scan_query", engine_used)
+        by_n = [d["k"] for d in store.query({}, properties=["k"], sort={"n": 1, "k": 1})]
+    assert by_n == ["d", "f", "nan", "a", "b", "c", "g", "e"]
+    store.remove_docs({"k": "nan"})
     not_one = [d["k"] for d in store.query({"n": {"$ne": 1}}, properties=["k"], sort={"k": -1})]
     assert not_one == ["g", "f", "e", "d", "c"]
     db.close()
