@@ -248,10 +248,7 @@ class EmbeddedStore(MontyStore):
     def state(self) -> str | None:
         """A token that changes with every write to the collection (see ``CollectionFile.state``)."""
         file = self._sqlite_file
-        if file is None:
-            return None
-        file.path.parent.mkdir(parents=True, exist_ok=True)
-        return file.state()
+        return None if file is None else file.state()
 
     def count(self, criteria: dict | None = None, hint: dict | None = None) -> int:
         """maggma ``count``, read from the SQLite file for plain filters."""

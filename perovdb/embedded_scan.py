@@ -297,10 +297,6 @@ class _Rows(Sequence):
     def __getitem__(self, position: int) -> RawBSONDocument:  # type: ignore[override]
         return RawBSONDocument(self.raw[position], self._options)
 
-    def __iter__(self) -> Iterator[RawBSONDocument]:
-        options = self._options
-        return (RawBSONDocument(data, options) for data in self.raw)
-
 
 def _rows_of(
     connection: sqlite3.Connection, codec_options: CodecOptions, previous: _Snapshot
@@ -327,7 +323,7 @@ class _FieldIndex:
     """
 
     def __init__(self, entries: list[tuple | None]) -> None:
-        """From each document's ``index_entry``."""
+        """From each document's ``_index_entry``."""
         self.values: dict[Any, list[int]] = {}
         pairs: list[tuple[float, int]] = []
         self.through_array: list[int] = []
@@ -411,7 +407,7 @@ class _FieldIndex:
         return found
 
 
-def index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
+def _index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
     """What a document gives an index of ``path``: ("scalar", value), ("array" or "nested array",
     its indexable elements), ("through array", None), or None (nothing to index)."""
     try:
@@ -481,8 +477,12 @@ class _Snapshot:
     def index(self, field: str) -> _FieldIndex:
         with self._lock:
             if field not in self._indexes:
-                self._indexes[field] = _FieldIndex(self._each("index", field, index_entry))
+                self._indexes[field] = _FieldIndex(self._each("index", field, _index_entry))
             return self._indexes[field]
+
+    def _sort_columns(self, order: list[tuple[list[str], bool]]) -> list[list[tuple[int, Any] | None]]:
+        """Per sort path, every document's sort key (None where this module does not sort the value)."""
+        return [self._each("sort", ".".join(path), _sort_entry) for path, _ in order]
 
     def order(self, order: list[tuple[list[str], bool]]) -> tuple[list[int], list[int]] | None:
         """(all positions sorted by ``order``, stable; each position's place in that list), or None when
@@ -490,13 +490,11 @@ class _Snapshot:
         spec = tuple((".".join(path), descending) for path, descending in order)
         with self._lock:
             if spec not in self._orders:
-                keys = [self._each("sort", ".".join(path), _sort_entry) for path, _ in order]
-                if any(key is None for column in keys for key in column):
+                columns = self._sort_columns(order)
+                if any(key is None for column in columns for key in column):
                     self._orders[spec] = None
                 else:
-                    ordered = list(range(len(self.documents)))
-                    for column, (_, descending) in reversed(list(zip(keys, order))):  # stable, last key first
-                        ordered.sort(key=column.__getitem__, reverse=descending)
+                    ordered = _stably_sorted(range(len(self.documents)), columns, order)
                     place = [0] * len(ordered)
                     for n, position in enumerate(ordered):
                         place[position] = n
@@ -564,8 +562,12 @@ class _Snapshot:
             return (list(range(len(self.documents))) if selected is None else sorted(selected))[skip:stop]
         known = self.order(order)
         if known is None:  # sort only the selected documents: montydb answers if one of them is not plain
-            everything = range(len(self.documents))
-            return _sorted_positions(self.documents, everything if selected is None else selected, order)[skip:stop]
+            with self._lock:
+                columns = self._sort_columns(order)
+            positions = range(len(self.documents)) if selected is None else selected
+            if any(column[p] is None for column in columns for p in positions):
+                raise _NotPlain
+            return _stably_sorted(positions, columns, order)[skip:stop]
         ordered, place = known
         if selected is None:
             return ordered[skip:stop]
@@ -575,16 +577,13 @@ class _Snapshot:
         return sorted(selected, key=place.__getitem__)[skip:stop]
 
 
-def _sorted_positions(
-    documents: Sequence[RawBSONDocument],
-    positions: Iterable[int],
-    order: list[tuple[list[str], bool]],
+def _stably_sorted(
+    positions: Iterable[int], columns: list[list[Any]], order: list[tuple[list[str], bool]]
 ) -> list[int]:
-    """``positions`` sorted by ``order`` with MongoDB's type order; stable. Raises ``_NotPlain``."""
+    """``positions`` sorted by the keys in ``columns`` (one per sort path of ``order``); stable."""
     result = list(positions)
-    for path, descending in reversed(order):  # stable sorts, last key first
-        keys = {p: _sort_key(documents[p], path) for p in result}
-        result.sort(key=keys.__getitem__, reverse=descending)
+    for column, (_, descending) in reversed(list(zip(columns, order))):  # stable sorts, last key first
+        result.sort(key=column.__getitem__, reverse=descending)
     return result
 
 

@@ -139,7 +139,7 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
                      "$where/$function/$expr/$lookup; string fields take strings, not operator objects).")
 
     async def paging_params(request: Request, filter: str | None = filter_q, fields: str | None = fields_q,
-                      sort: str | None = sort_q, skip: int = skip_q, limit: int = limit_q) -> Paging:
+                            sort: str | None = sort_q, skip: int = skip_q, limit: int = limit_q) -> Paging:
         return Paging(request, filter, fields, sort, skip, limit)
 
     async def page(paging: Paging, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
