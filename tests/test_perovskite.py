@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import HSE_TABLE, MULTIFIDELITY, PBE_TABLE
 from pymatgen.core import Composition
 
-from conftest import HSE_TABLE, MULTIFIDELITY, PBE_TABLE
 from perovdb.errors import InvalidRecord
 from perovdb.perovskite import (
     SiteFractions,
@@ -138,3 +138,29 @@ def test_printed_structure_checks_its_own_counts():
     wrong_formula = text.replace("Full Formula (Ca1", "Full Formula (Ca2", 1)
     with pytest.raises(InvalidRecord, match="Full Formula"):
         parse_printed_structure(wrong_formula)
+
+
+def test_space_group_and_density_are_pymatgens_own(tmp_path):
+    """Ingest computes symmetry with spglib directly and density from cached masses; on real structures
+    (JARVIS sample, relaxed multi-fidelity perovskites with MA/FA) the values are
+    exactly what pymatgen's SpacegroupAnalyzer and Structure.density give."""
+    from conftest import JARVIS
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from perovdb.documents.base import Source
+    from perovdb.documents.structure import StructureDoc
+    from perovdb.perovskite.printed import parse_printed_structure
+
+    structures = [Structure.from_file(p) for p in sorted(JARVIS.glob("POSCAR*"))[:25]]
+    rows = list(csv.DictReader(open(MULTIFIDELITY, newline="")))
+    structures += [parse_printed_structure(r["Structure"]) for r in rows[::40]]
+    assert len(structures) == 25 + len(rows[::40])
+    for structure in structures:
+        doc = StructureDoc.from_structure(structure, origin="relaxed", source=Source(dataset="test"))
+        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+        assert (doc.space_group_symbol, doc.space_group_number) == (
+            analyzer.get_space_group_symbol(),
+            analyzer.get_space_group_number(),
+        )
+        assert doc.density == structure.density
