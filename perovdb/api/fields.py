@@ -15,11 +15,11 @@ the collection's pydantic document:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from perovdb.documents import COLLECTIONS
+from perovdb.documents import COLLECTIONS, naive_utc
 from perovdb.errors import InvalidRecord, UnsafeQuery
 from perovdb.query import check_filter
 
@@ -131,11 +131,6 @@ def _as_datetime(value: Any, path: str) -> datetime:
     except ValueError:
         raise UnsafeQuery(f"{value!r} is not an ISO-8601 timestamp (field {path})") from None
     return naive_utc(parsed)
-
-
-def naive_utc(value: datetime) -> datetime:
-    """A datetime as naive UTC: how every backend stores it (and what mongomock can compare)."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _check_scalar(kind: str, value: Any, path: str) -> Any:

@@ -51,10 +51,10 @@ from optimade.server.mappers import StructureMapper
 from pymatgen.core import Composition
 
 from perovdb import __version__
-from perovdb.api.fields import naive_utc
 from perovdb.api.security import ApiError
 from perovdb.api.store import FastJSONResponse, Limits, in_database, query_page
 from perovdb.db import Database
+from perovdb.documents import naive_utc
 from perovdb.query import check_filter
 
 PREFIX = "perovdb"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perovdb.documents.base import PerovdbDocument, Source, content_hash, utcnow
+from perovdb.documents.base import PerovdbDocument, Source, content_hash, naive_utc, utcnow
 from perovdb.documents.calculation import CalculationDoc, CalculationProperties
 from perovdb.documents.evaluation import EvaluationDoc
 from perovdb.documents.material import MaterialDoc, PropertyValue
@@ -42,5 +42,6 @@ __all__ = [
     "geometry_id",
     "property_spec",
     "recipe_id",
+    "naive_utc",
     "utcnow",
 ]

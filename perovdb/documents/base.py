@@ -16,6 +16,11 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def naive_utc(value: datetime) -> datetime:
+    """A datetime as naive UTC: how every backend hands stored dates back (and what mongomock can compare)."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
 def content_hash(payload: Any, length: int = 20) -> str:
     """Stable hex digest of a JSON-able payload (keys sorted, floats as Python prints them)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
