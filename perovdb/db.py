@@ -115,6 +115,13 @@ def _large_in(criteria: dict | None, threshold: int) -> tuple[str, set, dict] | 
     return None
 
 
+def _in_values(value: Any, values: set) -> bool:
+    """``$in`` of strings or integers: the value, or an element of an array value, is one of ``values``."""
+    if isinstance(value, list):
+        return any(isinstance(v, (str, int)) and v in values for v in value)
+    return isinstance(value, (str, int)) and value in values
+
+
 def scan_query(store: Store, base_query: Any, criteria: dict | None, properties: Any, **kwargs: Any) -> Iterator[dict]:
     """``query`` with a long ``$in`` matched in Python after one scan.
 
@@ -134,7 +141,7 @@ def scan_query(store: Store, base_query: Any, criteria: dict | None, properties:
         projection = {**properties, field: 1}
     matched = 0
     for doc in base_query(criteria=rest, properties=projection, **kwargs):
-        if doc.get(field) not in values:
+        if not _in_values(doc.get(field), values):
             continue
         matched += 1
         if matched <= skip:
@@ -249,6 +256,15 @@ class EmbeddedStore(MontyStore):
         """A token that changes with every write to the collection (see ``CollectionFile.state``)."""
         file = self._sqlite_file
         return None if file is None else file.state()
+
+    def distinct(self, field: str, criteria: dict | None = None, all_exist: bool = False) -> list:
+        """maggma ``distinct``, read from the SQLite file for plain filters and values."""
+        file = self._sqlite_file
+        if file is not None:
+            found = file.distinct(field, criteria)
+            if found is not None:
+                return found
+        return super().distinct(field, criteria, all_exist=all_exist)
 
     def count(self, criteria: dict | None = None, hint: dict | None = None) -> int:
         """maggma ``count``, read from the SQLite file for plain filters."""

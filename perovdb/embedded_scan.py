@@ -8,7 +8,7 @@ over each, with no indexes. Here (``CollectionFile``):
   bytes did not change keep what was derived from them);
 - a document is wrapped in a ``RawBSONDocument`` when it is read, so its top-level fields are tested
   without decoding nested documents, and only what is returned is decoded;
-- equality, ``$in``, ``$all`` and numeric ranges are narrowed through field indexes, and sorts through
+- equality, ``$in``, ``$all`` and ranges of numbers or dates are narrowed through field indexes, and sorts through
   orders, both built on first use for each version; the last few selections are kept (the count of
   the page just read is free), and projections are kept as BSON per document until it changes;
 - ``state()`` gives a token that changes with every write, so a builder can tell in milliseconds that
@@ -18,9 +18,9 @@ Only queries whose meaning is plain are taken here, so results equal montydb's (
 
 - filters: fields (dotted paths through embedded documents) with a string or number, ``$eq``, ``$in``
   (an array field matches when an element does), ``$all``, ``$gt``/``$gte``/``$lt``/``$lte`` with
-  numbers, ``$ne`` with a string, number or null; ``$and`` and ``$or`` of such filters;
+  numbers or dates, ``$ne`` with a string, number or null; ``$and`` and ``$or`` of such filters;
 - projections of fields to include; sorting by fields holding null, numbers, strings, booleans or
-  dates; skip and limit.
+  dates; skip and limit; ``distinct`` of a field holding strings or numbers (or arrays of them).
 
 Anything else, or a document where the plain reading could differ from MongoDB's (a dotted path
 through an array, a range or sort on an array), returns ``None`` and the caller asks montydb.
@@ -32,6 +32,7 @@ import math
 import operator
 import os
 import sqlite3
+import struct
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -47,6 +48,8 @@ from typing import Any
 import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+
+from perovdb.documents.base import naive_utc
 
 Matcher = Callable[[Any], bool]
 _RANGES = {
@@ -87,6 +90,11 @@ def _value_at(document: Any, path: list[str]) -> tuple[bool, Any]:
     for part in path:
         if isinstance(value, list):
             raise _NotPlain
+        if isinstance(value, _Row):
+            found, value = value.field(part)
+            if not found:
+                return False, None
+            continue
         fields = _fields_of(value)
         if fields is None or part not in fields:
             return False, None
@@ -103,12 +111,25 @@ def _equals_one_of(allowed: set) -> Callable[[Any], bool]:
     return test
 
 
-def _in_range(
-    bounds: list[tuple[Callable[[Any, Any], bool], float]],
-) -> Callable[[Any], bool]:
+def _bound(argument: Any) -> tuple[str, Any] | None:
+    """(kind, comparable value) of a range bound: a number, or a date as BSON stores it (UTC, whole
+    milliseconds); None for anything else."""
+    if _number(argument):
+        return ("number", argument)
+    if isinstance(argument, datetime):
+        argument = naive_utc(argument)
+        return ("date", argument.replace(microsecond=argument.microsecond // 1000 * 1000))
+    return None
+
+
+def _in_range(kind: str, bounds: list[tuple[Callable[[Any, Any], bool], Any]]) -> Callable[[Any], bool]:
+    """Values of ``kind`` (numbers or dates: MongoDB compares within a type) within every bound."""
+
     def test(value: Any) -> bool:
         if isinstance(value, list):
             raise _NotPlain  # each bound may be met by a different element
+        if kind == "date":
+            return isinstance(value, datetime) and all(compare(naive_utc(value), bound) for compare, bound in bounds)
         return _number(value) and all(compare(value, bound) for compare, bound in bounds)
 
     return test
@@ -131,7 +152,7 @@ def _field_test(condition: Any) -> Callable[[Any], bool] | None:
         return _equals_one_of({condition})
     if not isinstance(condition, dict) or not condition:
         return None
-    tests, bounds = [], []
+    tests, bounds, kinds = [], [], set()
     for op, argument in condition.items():
         if op == "$eq" and _scalar(argument):
             tests.append(_equals_one_of({argument}))
@@ -139,12 +160,15 @@ def _field_test(condition: Any) -> Callable[[Any], bool] | None:
             tests.append(_equals_one_of(set(argument)))
         elif op == "$all" and isinstance(argument, (list, tuple)) and argument and all(_scalar(v) for v in argument):
             tests.append(_contains_all(set(argument)))
-        elif op in _RANGES and _number(argument):
-            bounds.append((_RANGES[op], argument))
+        elif op in _RANGES and (bound := _bound(argument)) is not None:
+            kinds.add(bound[0])
+            bounds.append((_RANGES[op], bound[1]))
         else:
             return None
+    if len(kinds) > 1:
+        return None  # a number and a date bound on one field: left to montydb
     if bounds:
-        tests.append(_in_range(bounds))
+        tests.append(_in_range(kinds.pop(), bounds))
     return lambda value: all(test(value) for test in tests)
 
 
@@ -280,6 +304,52 @@ def _merge(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[key] = value
 
 
+#: sizes of BSON values of fixed length, by type byte (double, ObjectId, bool, date, null, int32,
+#: timestamp, int64, decimal128, undefined, min and max key)
+_FIXED_SIZE = {1: 8, 7: 12, 8: 1, 9: 8, 10: 0, 16: 4, 17: 8, 18: 8, 19: 16, 6: 0, 127: 0, 255: 0}
+#: types whose value starts with its length: string, JavaScript, symbol (+4), document, array, code
+#: with scope (the length includes itself), binary (+4 for the length, +1 for the subtype)
+_SIZED = {2: 4, 13: 4, 14: 4, 3: 0, 4: 0, 15: 0, 5: 5}
+_INT32 = struct.Struct("<i").unpack_from
+_INT32_PACK = struct.Struct("<i").pack
+
+
+class _Row(RawBSONDocument):
+    """A stored document as raw BSON, whose top-level fields can be read one at a time."""
+
+    __slots__ = ("_plain_options",)
+
+    def __init__(self, bson_bytes: bytes, codec_options: CodecOptions, plain_options: CodecOptions) -> None:
+        super().__init__(bson_bytes, codec_options)
+        self._plain_options = plain_options
+
+    def field(self, name: str) -> tuple[bool, Any]:
+        """(found, value) of the top-level field ``name``, embedded documents as dicts.
+
+        Walks the top-level elements of the BSON, skipping each value by its length, and decodes only
+        the element asked for: several times faster than decoding the top level (which wraps every
+        embedded document), and what most filters, indexes and sorts need.
+        """
+        raw, key = self.raw, name.encode()
+        position, end = 4, len(raw) - 1
+        while position < end:
+            kind = raw[position]
+            start = raw.index(0, position + 1) + 1  # the value, after the field name's NUL
+            size = _FIXED_SIZE.get(kind)
+            if size is None:
+                extra = _SIZED.get(kind)
+                if extra is None:  # a regular expression or DBPointer: let the full decoder read it
+                    fields = self.items().mapping
+                    return (name in fields), fields.get(name)
+                size = _INT32(raw, start)[0] + extra
+            if raw[position + 1 : start - 1] == key:
+                element = raw[position : start + size]
+                single = _INT32_PACK(len(element) + 5) + element + b"\x00"
+                return True, bson.decode(single, codec_options=self._plain_options)[name]
+            position = start + size
+        return False, None
+
+
 class _Rows(Sequence):
     """The documents of a collection file as raw BSON, each wrapped in a ``RawBSONDocument`` when read.
 
@@ -290,12 +360,13 @@ class _Rows(Sequence):
     def __init__(self, raw: list[bytes], codec_options: CodecOptions) -> None:
         self.raw = raw
         self._options = codec_options.with_options(document_class=RawBSONDocument)
+        self._plain_options = codec_options.with_options(document_class=dict)
 
     def __len__(self) -> int:
         return len(self.raw)
 
-    def __getitem__(self, position: int) -> RawBSONDocument:  # type: ignore[override]
-        return RawBSONDocument(self.raw[position], self._options)
+    def __getitem__(self, position: int) -> _Row:  # type: ignore[override]
+        return _Row(self.raw[position], self._options, self._plain_options)
 
 
 def _rows_of(
@@ -315,41 +386,50 @@ def _rows_of(
 class _FieldIndex:
     """Positions of the documents by the value at one path, for narrowing plain filters.
 
-    ``values`` maps each string or number at the path (or inside an array there) to positions; ``numbers``
-    holds the numeric non-array values sorted, for ranges. Documents where the plain reading may differ
-    from MongoDB's are always candidates: ``through_array`` (the path crosses an array) for every
-    operator, ``arrays`` (an array at the path) for ranges, and ``nested_arrays`` (an array holding
-    arrays or documents) for ``$all``.
+    ``values`` maps each string or number at the path (or inside an array there) to positions;
+    ``ordered`` holds, per kind (numbers, dates), the non-array values sorted with their positions, for
+    ranges. Documents where the plain reading may differ from MongoDB's are always candidates:
+    ``through_array`` (the path crosses an array) for every operator, ``arrays`` (an array at the path)
+    for ranges, and ``nested_arrays`` (an array holding arrays or documents) for ``$all``.
     """
 
     def __init__(self, entries: list[tuple | None]) -> None:
         """From each document's ``_index_entry``."""
         self.values: dict[Any, list[int]] = {}
-        pairs: list[tuple[float, int]] = []
+        pairs: dict[str, list[tuple[Any, int]]] = {"number": [], "date": []}
         self.through_array: list[int] = []
         self.arrays: list[int] = []
         self.nested_arrays: list[int] = []
+        self.unindexed: list[int] = []  # a value at the path that is neither string nor number (null, date…)
         self._sets: dict[Any, frozenset[int]] = {}
-        self.number_range = lru_cache(maxsize=16)(self._number_range)  # the last few ranges asked for
+        self.range_positions = lru_cache(maxsize=16)(self._range_positions)  # the last few ranges asked for
         for position, entry in enumerate(entries):
             if entry is None:
                 continue
             kind, value = entry
             if kind == "through array":
                 self.through_array.append(position)
+            elif kind == "other":
+                self.unindexed.append(position)
+            elif kind == "date":
+                self.unindexed.append(position)
+                pairs["date"].append((value, position))
             elif kind == "scalar":
                 self.values.setdefault(value, []).append(position)
                 if _number(value):
-                    pairs.append((value, position))
+                    pairs["number"].append((value, position))
             else:
                 self.arrays.append(position)
                 if kind == "nested array":
                     self.nested_arrays.append(position)
+                elif kind == "array with others":
+                    self.unindexed.append(position)
                 for element in value:
                     self.values.setdefault(element, []).append(position)
-        pairs.sort()
-        self.numbers = [value for value, _ in pairs]
-        self.number_positions = [position for _, position in pairs]
+        self.ordered: dict[str, tuple[list[Any], list[int]]] = {}
+        for kind, found in pairs.items():
+            found.sort()
+            self.ordered[kind] = ([value for value, _ in found], [position for _, position in found])
 
     def candidates(self, condition: Any) -> tuple[frozenset[int], bool] | None:
         """(positions that may match ``condition``, whether exactly those match), or None if it cannot say."""
@@ -358,8 +438,8 @@ class _FieldIndex:
         if not isinstance(condition, dict) or not condition:
             return None
         found: frozenset[int] | None = None
-        exact, ranged = True, False
-        start, stop = 0, None  # the slice of ``numbers`` the range operators leave
+        exact = True
+        ranges: list[tuple[str, tuple[str, Any]]] = []
         for op, argument in condition.items():
             if op in ("$eq", "$in"):
                 wanted = [argument] if op == "$eq" else list(argument)
@@ -373,31 +453,43 @@ class _FieldIndex:
                 part = frozenset.intersection(*map(self.positions, argument))
                 part = _with(part, self.through_array, self.nested_arrays)
                 exact = exact and not self.through_array and not self.nested_arrays
-            elif op in _RANGES and _number(argument) and not _nan(argument):
-                side = bisect_left if op in ("$gte", "$lt") else bisect_right
-                if op in ("$gt", "$gte"):
-                    start = max(start, side(self.numbers, argument))
-                else:
-                    stop = min(
-                        len(self.numbers) if stop is None else stop,
-                        side(self.numbers, argument),
-                    )
-                ranged = True
+            elif op in _RANGES and not _nan(argument) and (bound := _bound(argument)) is not None:
+                ranges.append((op, bound))
                 continue
             else:
                 return None
             found = part if found is None else found & part
-        if ranged:
-            part = _with(
-                self.number_range(start, len(self.numbers) if stop is None else stop), self.through_array, self.arrays
-            )
+        if ranges:
+            kinds = {kind for _, (kind, _) in ranges}
+            if len(kinds) > 1:
+                return None
+            kind = kinds.pop()
+            values = self.ordered[kind][0]
+            start, stop = 0, len(values)  # the slice of ``values`` the range operators leave
+            for op, (_, bound) in ranges:
+                side = bisect_left if op in ("$gte", "$lt") else bisect_right
+                if op in ("$gt", "$gte"):
+                    start = max(start, side(values, bound))
+                else:
+                    stop = min(stop, side(values, bound))
+            part = _with(self.range_positions(kind, start, stop), self.through_array, self.arrays)
             exact = exact and not self.through_array and not self.arrays
             found = part if found is None else found & part
         return (found if found is not None else frozenset()), exact
 
-    def _number_range(self, start: int, stop: int) -> frozenset[int]:
-        """The documents of ``numbers[start:stop]``."""
-        return frozenset(self.number_positions[start:stop])
+    def distinct(self, selected: AbstractSet[int] | None) -> list[Any] | None:
+        """The distinct values among ``selected`` (None: all), or None when a document there holds a value
+        the index does not (null, date, document…) or the path crosses an array."""
+        unread = (*self.through_array, *self.nested_arrays, *self.unindexed)
+        if selected is None:
+            return None if unread else list(self.values)
+        if any(p in selected for p in unread):
+            return None
+        return [value for value, positions in self.values.items() if any(p in selected for p in positions)]
+
+    def _range_positions(self, kind: str, start: int, stop: int) -> frozenset[int]:
+        """The documents of the sorted values of ``kind`` from ``start`` to ``stop``."""
+        return frozenset(self.ordered[kind][1][start:stop])
 
     def positions(self, value: Any) -> frozenset[int]:
         """The documents holding ``value`` at the path (or in an array there)."""
@@ -408,8 +500,9 @@ class _FieldIndex:
 
 
 def _index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
-    """What a document gives an index of ``path``: ("scalar", value), ("array" or "nested array",
-    its indexable elements), ("through array", None), or None (nothing to index)."""
+    """What a document gives an index of ``path``: ("scalar", value), ("date", naive UTC date), ("array",
+    "array with others" or "nested array", its indexable elements), ("through array", None), ("other",
+    None) for any other value, or None when the path is missing."""
     try:
         found, value = _value_at(document, path)
     except _NotPlain:
@@ -417,9 +510,13 @@ def _index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
     if not found:
         return None
     if isinstance(value, list):
-        nested = any(isinstance(v, (list, RawBSONDocument, dict)) for v in value)
-        return ("nested array" if nested else "array", tuple({v for v in value if _indexable(v)}))
-    return ("scalar", value) if _indexable(value) else None
+        indexable = tuple({v for v in value if _indexable(v)})
+        if any(isinstance(v, (list, RawBSONDocument, dict)) for v in value):
+            return ("nested array", indexable)
+        return ("array" if all(_indexable(v) for v in value) else "array with others", indexable)
+    if isinstance(value, datetime):
+        return ("date", naive_utc(value))
+    return ("scalar", value) if _indexable(value) else ("other", None)
 
 
 def _sort_entry(document: RawBSONDocument, path: list[str]) -> tuple[int, Any] | None:
@@ -448,12 +545,15 @@ class _Snapshot:
     """The documents of one committed version of a collection file, with indexes and sort orders built
     on first use."""
 
-    def __init__(self, keys: list[str], documents: _Rows, derived: dict) -> None:
+    def __init__(self, keys: list[str], documents: _Rows, derived: dict, built: dict | None = None) -> None:
         self.keys = keys  # montydb's row keys
         self.documents = documents
         #: per (kind, path): per row key, (the row's bytes, what was derived from it), shared with the
         #: versions before and after this one, so an unchanged row is never decoded again
         self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = derived
+        #: per path, the latest index built (by any version) and the entries it was built from: reused
+        #: when a new version's entries are the same (writes that left the path alone)
+        self._built: dict[str, tuple[list[tuple | None], _FieldIndex]] = {} if built is None else built
         self._indexes: dict[str, _FieldIndex] = {}
         self._orders: dict[tuple[tuple[str, bool], ...], tuple[list[int], list[int]] | None] = {}
         self._selections: dict[str, AbstractSet[int] | None] = {}
@@ -477,7 +577,11 @@ class _Snapshot:
     def index(self, field: str) -> _FieldIndex:
         with self._lock:
             if field not in self._indexes:
-                self._indexes[field] = _FieldIndex(self._each("index", field, _index_entry))
+                entries = self._each("index", field, _index_entry)
+                previous = self._built.get(field)
+                if previous is None or previous[0] != entries:
+                    previous = self._built[field] = (entries, _FieldIndex(entries))
+                self._indexes[field] = previous[1]
             return self._indexes[field]
 
     def _sort_columns(self, order: list[tuple[list[str], bool]]) -> list[list[tuple[int, Any] | None]]:
@@ -623,6 +727,7 @@ class CollectionFile:
         self._projections: dict[tuple[str, ...], dict[str, tuple[bytes, bytes]]] = {}
         #: per (index or sort, path): per row key, (the row's bytes, what was derived from it)
         self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = {}
+        self._built: dict[str, tuple[list[tuple | None], _FieldIndex]] = {}  # see ``_Snapshot``
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -633,7 +738,7 @@ class CollectionFile:
         if self._connection is not None:
             self._connection.close()
         self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
-        self._projections, self._derived = {}, {}
+        self._projections, self._derived, self._built = {}, {}, {}
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
@@ -651,7 +756,8 @@ class CollectionFile:
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # read after taking the version: a commit in between reads again
                 previous = self._snapshot
-                self._snapshot = _Snapshot(*_rows_of(self._connection, self.codec_options, previous), self._derived)
+                rows = _rows_of(self._connection, self.codec_options, previous)
+                self._snapshot = _Snapshot(*rows, self._derived, self._built)
                 self._version = version
                 current = dict(zip(self._snapshot.keys, self._snapshot.documents.raw))
                 for held in (self._projections, self._derived):  # drop what came from changed rows
@@ -752,6 +858,18 @@ class CollectionFile:
                 cache[key] = (raw, bson.encode(result, codec_options=codec_options))
             results.append(result)
         return results
+
+    def distinct(self, field: str, criteria: dict | None) -> list[Any] | None:
+        """Distinct values of ``field`` (array elements one by one) among the documents matching a plain
+        filter, or None when the filter or a value is not plain."""
+        matcher = plain_filter(criteria or None)
+        if matcher is None or not _plain_path(field):
+            return None
+        snapshot = self.snapshot()
+        try:
+            return snapshot.index(field).distinct(snapshot.select(criteria or None, matcher))
+        except _NotPlain:
+            return None
 
     def count(self, criteria: dict | None) -> int | None:
         """Documents matching a plain filter, or None when the filter is not plain."""

@@ -154,9 +154,9 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
     store = db.store("scratch", key="k")
     docs = [
         {"k": "a", "n": 1, "tags": ["x", "y"], "sub": {"deep": [1, {"z": 2}]}, "when": datetime(2026, 1, 2, 3, 4, 5)},
-        {"k": "b", "n": 1.0, "tags": ["y"], "flag": True},
+        {"k": "b", "n": 1.0, "tags": ["y"], "flag": True, "when": datetime(2026, 3, 1)},
         {"k": "c", "n": 2, "tags": [], "sub": None},
-        {"k": "d", "flag": 1, "tags": "x"},
+        {"k": "d", "flag": 1, "tags": "x", "when": 7},
         {"k": "e", "n": "1", "tags": [["x"]]},
         {"k": "f", "sub": {"deep": 3, "mix": "Pure"}, "list": [{"deep": 3}]},
         {"k": "g", "sub": {"other": 1}, "n": 2},
@@ -184,6 +184,10 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         ({"sub": {"$ne": None}}, ["k"]),  # present and not null
         ({"tags": {"$ne": "x"}}, ["k"]),  # no element equal either
         ({"n": {"$ne": 1}, "k": {"$ne": "g"}}, ["k"]),
+        ({"when": {"$gte": datetime(2026, 1, 2, 3, 4, 5)}}, ["k"]),  # dates only, not the number 7
+        ({"when": {"$gt": datetime(2026, 1, 2, 3, 4, 5), "$lte": datetime(2026, 3, 1)}}, ["k"]),
+        ({"when": {"$lt": datetime(2026, 2, 1)}, "n": {"$gte": 1}}, ["k"]),
+        ({"when": {"$gt": 6}}, ["k"]),  # the number, not the dates
     ]
     for criteria, properties in queries:
         with monkeypatch.context() as patch:
@@ -192,6 +196,16 @@ def test_embedded_fast_reads_equal_montydb_answers(tmp_path, monkeypatch):
         engine = list(store._collection.find(criteria, {p: 1 for p in properties} if properties else None))
         assert fast == engine, (criteria, properties)
         assert store.count(criteria) == len(engine)
+    # distinct: from the file for strings and numbers (array elements one by one), else montydb's
+    plain_tags = {"k": {"$in": ["a", "b", "c", "d"]}}  # not "e": an array of arrays is montydb's
+    for field, criteria in (("k", None), ("tags", plain_tags), ("n", {"n": {"$gte": 1}}), ("sub.mix", {})):
+        with monkeypatch.context() as patch:
+            patch.setattr(type(store).__mro__[1], "distinct", engine_used)
+            fast = store.distinct(field, criteria)
+        assert sorted(fast, key=repr) == sorted(store._collection.distinct(field, criteria), key=repr), field
+    assert store._sqlite_file.distinct("when", None) is None  # dates: montydb's to answer
+    assert store._sqlite_file.distinct("tags", None) is None
+    assert sorted(store.distinct("when"), key=repr) == sorted(store._collection.distinct("when"), key=repr)
     assert [d["k"] for d in store.query({}, properties=["k"], skip=1, limit=2)] == ["b", "c"]
     # sorting (null/missing < numbers < strings < booleans < dates), then skip and limit, as montydb does
     sorts = ({"n": 1, "k": -1}, {"n": -1, "k": 1}, {"flag": 1, "k": 1}, {"when": -1, "k": 1}, {"sub.other": -1, "k": 1})
@@ -279,6 +293,10 @@ def test_embedded_indexed_reads_equal_montydb_answers_on_real_data(tmp_path, mon
              ["calculation_id", "properties.band_gap"], {"properties.band_gap": -1}, 0, 4),
             ("calculations", {"structure_id": {"$in": [s["structure_id"] for s in structures[::7]]}},
              ["calculation_id", "structure_id"], {"calculation_id": 1}, 1, 0),
+            ("structures", {"last_updated": {"$gte": rng.choice(structures)["last_updated"]}},
+             ["structure_id", "last_updated"], {"last_updated": 1, "structure_id": 1}, 0, 0),
+            ("structures", {"last_updated": {"$lt": rng.choice(structures)["last_updated"]}, "nsites": {"$gt": 5}},
+             ["structure_id"], {"structure_id": -1}, 0, 0),
         ]  # fmt: skip
         return queries
 
