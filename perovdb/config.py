@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     api_max_limit: int = Field(default=1000, ge=1, description="Largest page size of the HTTP API (larger is refused with 400).")
     api_default_limit: int = Field(default=100, ge=1, description="Page size of the HTTP API when none is asked for.")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Largest request body (413 above).")
+    build_lookback_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Builders re-examine documents stamped up to this long (s) before their previous run started: "
+        "covers a write stamped before it was committed and writers whose clocks lag the builder's.",
+    )
     api_max_time_ms: int = Field(default=10_000, ge=1, description="Server-side time limit of API queries (MongoDB only).")
 
 

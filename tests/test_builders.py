@@ -364,3 +364,66 @@ def test_builders_run_under_maggma_mrun(tmp_path):
     assert len(find(db, "materials", {})) == 50 and len(find(db, "predictions", {})) == 50
     assert find(db, "evaluations", {"model_id": model.model_id, "subset": "all"})[0]["n"] == 50
     assert all(r.planned == 0 for r in run_builders(db, ["all"], dry_run=True))  # mrun left nothing to do
+
+
+def test_incremental_plan_from_changes_equals_a_full_comparison(tables_db):
+    """A run after the first looks only at what was written, added or removed since (new documents
+    are found by id even with an old ``last_updated``); afterwards a comparison of every group finds
+    nothing to do, and a full rebuild changes nothing."""
+    from perovdb.builders.materials import MaterialsBuilder
+    from perovdb.builders.runner import make_builder
+    from perovdb.documents import utcnow
+
+    tables_db.settings.build_lookback_seconds = 0.0  # the data was ingested just now: look back no further
+    [first] = run_builders(tables_db, ["materials"])
+    calcs = find(tables_db, "calculations", {})
+    calcs_of = defaultdict(list)
+    for calc in calcs:
+        calcs_of[calc["structure_id"]].append(calc)
+    two = [sid for sid, found in calcs_of.items() if len(found) == 2]
+    one = [sid for sid, found in calcs_of.items() if len(found) == 1]
+    structures = {s["structure_id"]: s for s in find(tables_db, "structures", {})}
+    now = utcnow()
+    # a changed value; a structure moved to another phase (another material); a structure and its
+    # calculations deleted; one of two calculations deleted
+    changed = {**calcs_of[one[0]][0], "last_updated": now}
+    changed["properties"]["band_gap"] += 0.3
+    tables_db.calculations.update([changed], key="calculation_id")
+    moved = {**structures[one[1]], "phase": "tetragonal", "last_updated": now}
+    tables_db.structures.update([moved], key="structure_id")
+    tables_db.structures.remove_docs({"structure_id": one[2]})
+    tables_db.calculations.remove_docs({"structure_id": one[2]})
+    tables_db.calculations.remove_docs({"calculation_id": calcs_of[two[0]][0]["calculation_id"]})
+    # stamped as old as their originals: a copy of a structure (same compound, phase and origin: same
+    # material), and a copy of a calculation of another structure
+    twin = {**structures[one[3]], "structure_id": "st-twin-of-" + one[3]}
+    tables_db.structures.update([twin], key="structure_id")
+    extra = {**calcs_of[one[4]][0], "calculation_id": "calc-extra"}
+    tables_db.calculations.update([extra], key="calculation_id")
+
+    def compare_all(self):
+        raise AssertionError("the incremental run compared every group")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MaterialsBuilder, "_plan_all", compare_all)
+        [second] = run_builders(tables_db, ["materials"])
+    # built: the changed value's, the moved structure's new one, the one with a calculation fewer, the
+    # twin's, the extra calculation's; removed: the moved structure's old one (now empty) and the
+    # deleted structure's
+    assert (second.planned, second.removed, second.total) == (5, 2, first.total - 1)
+    check = make_builder(tables_db, "materials")
+    check.connect()
+    everything = check.plan()  # no ``since``: every group compared
+    assert (everything.build, everything.remove, everything.total) == ([], [], second.total)
+    [full] = run_builders(tables_db, ["materials"], full=True)
+    assert full.changed == 0 and full.removed == 0
+    materials = _materials(tables_db)
+    [with_twin] = [m for m in materials.values() if twin["structure_id"] in m["structure_ids"]]
+    assert sorted(with_twin["structure_ids"]) == sorted([one[3], twin["structure_id"]])
+    assert any("calc-extra" in m["calculation_ids"] and m["structure_ids"] == [one[4]] for m in materials.values())
+    assert not any(one[2] in m["structure_ids"] for m in materials.values())
+    [of_moved] = [m for m in materials.values() if one[1] in m["structure_ids"]]
+    assert of_moved["phase"] == "tetragonal" and of_moved["structure_ids"] == [one[1]]
+    [of_changed] = [m for m in materials.values() if changed["calculation_id"] in m["calculation_ids"]]
+    level = changed["level_of_theory"]
+    assert of_changed["properties"]["band_gap"][level]["value"] == pytest.approx(changed["properties"]["band_gap"])

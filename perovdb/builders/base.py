@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from maggma.core import Builder
@@ -58,6 +59,9 @@ class IncrementalBuilder(Builder):
 
     def __init__(self, sources: list, targets: list, full: bool = False, **kwargs: Any) -> None:
         self.full = full
+        #: documents stamped before this were seen by a completed earlier run (set by perovdb's runner;
+        #: None, as under maggma's ``mrun``: compare everything)
+        self.since: datetime | None = None
         self.changed = 0  # targets whose content changed (set by update_targets)
         self._plan: BuildPlan | None = None
         super().__init__(sources=sources, targets=targets, **kwargs)

@@ -121,6 +121,7 @@ class EvaluationsBuilder(IncrementalBuilder):
         self.calculations = calculations
         self.structures = structures
         self.evaluations = evaluations
+        self._planned_digests: dict[tuple[str, str], str] | None = None  # what plan() found, for items_for()
         super().__init__(
             sources=[models, predictions, calculations, structures], targets=[evaluations], full=full, **kwargs
         )
@@ -139,7 +140,10 @@ class EvaluationsBuilder(IncrementalBuilder):
             preds[item].append((p["prediction_id"], p["value"]))
             structures_of[item].add(p["structure_id"])
         calcs_of: dict[str, list[tuple]] = defaultdict(list)
-        for c in self.calculations.query({}, properties=["calculation_id", "structure_id", "last_updated"]):
+        predicted = sorted(set().union(*structures_of.values()))
+        for c in self.calculations.query(
+            {"structure_id": {"$in": predicted}}, properties=["calculation_id", "structure_id", "last_updated"]
+        ):
             calcs_of[c["structure_id"]].append((c["calculation_id"], str(c["last_updated"])))
         models = {
             m["model_id"]: content_hash(m.get("split") or {})
@@ -155,7 +159,7 @@ class EvaluationsBuilder(IncrementalBuilder):
 
     def plan(self) -> BuildPlan:
         """(model, property) pairs whose inputs hash differs from the stored evaluations'."""
-        digests = self._digests()
+        digests = self._planned_digests = self._digests()
         stored: dict[tuple[str, str], set[str | None]] = defaultdict(set)
         stored_ids: dict[tuple[str, str], list[str]] = defaultdict(list)
         scope = {"model_id": {"$in": self.only_models}} if self.only_models is not None else {}
@@ -180,7 +184,7 @@ class EvaluationsBuilder(IncrementalBuilder):
 
     def items_for(self, keys: list[Any]) -> Iterator[dict[str, Any]]:
         """Model, predictions, reference calculations and mixing types of each planned (model, property)."""
-        digests = self._digests() if keys else {}
+        digests = (self._planned_digests if self._planned_digests is not None else self._digests()) if keys else {}
         for model_id, prop in keys:
             predictions = list(
                 self.predictions.query(

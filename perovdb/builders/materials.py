@@ -8,12 +8,18 @@ one phase become one material; a generated (unrelaxed) cell never merges with a 
 Preferred values (``preferred``): per property, the computed value of the most trusted level of
 theory present (``LEVEL_PREFERENCE``: HSE06 first, PBE last), and within a level the newest
 calculation. Experimental values are kept apart in ``experimental``.
+
+Planning: the first run (or one under maggma's ``mrun``) compares every group with its material. Later
+runs of perovdb's runner know when the previous run started (``since``) and compare only the groups of
+structures and calculations stamped since then, of those added (found by id, whatever their stamp) and
+of those removed (ids listed by a material but gone); a test checks the result equals a comparison of
+every group.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -22,8 +28,7 @@ from maggma.core import Store
 
 from perovdb.builders.base import BuildPlan, IncrementalBuilder, keep_timestamps
 from perovdb.db import chunks
-
-from perovdb.documents import PROPERTIES, MaterialDoc, PropertyValue, content_hash, utcnow
+from perovdb.documents import PROPERTIES, MaterialDoc, PropertyValue, content_hash, naive_utc, utcnow
 from perovdb.documents.properties import LevelOfTheory
 
 BUILDER_VERSION = "materials-1"
@@ -40,6 +45,9 @@ LEVEL_PREFERENCE: tuple[str, ...] = (
 )
 
 _STRUCTURE_FIELDS = ["structure_id", "reduced_formula", "perovskite", "phase", "origin", "last_updated"]
+_CALC_FIELDS = ["calculation_id", "structure_id", "last_updated"]
+#: what a plan reads of a stored material
+_STORED = ["material_id", "group_key", "structure_ids", "calculation_ids", "inputs_last_updated"]
 
 
 def compound_key(structure: dict[str, Any]) -> str:
@@ -125,6 +133,14 @@ def build_material(structures: list[dict[str, Any]], calculations: list[dict[str
     )
 
 
+def _grouped(structures: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Structures by group key."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for doc in structures:
+        groups[group_key(doc)].append(doc)
+    return groups
+
+
 def _representative(structures: list[dict[str, Any]], preferred: dict[str, PropertyValue]) -> dict[str, Any]:
     """The structure of the preferred band gap (else of any preferred value, else the first by id)."""
     ordered = sorted(structures, key=lambda s: s["structure_id"])
@@ -147,21 +163,72 @@ class MaterialsBuilder(IncrementalBuilder):
         super().__init__(sources=[structures, calculations], targets=[materials], full=full, **kwargs)
 
     def plan(self) -> BuildPlan:
-        """Groups whose structures, calculations or their timestamps differ from the stored material."""
-        structures = list(self.structures.query({}, properties=_STRUCTURE_FIELDS))
-        calcs = list(self.calculations.query({}, properties=["calculation_id", "structure_id", "last_updated"]))
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for doc in structures:
-            groups[group_key(doc)].append(doc)
+        """Groups whose structures, calculations or their timestamps differ from the stored material.
+
+        With ``since`` (a completed earlier run), only the groups of structures and calculations
+        written since then, added, or removed are compared; else every group is.
+        """
+        if self.full or self.since is None:
+            return self._plan_all()
+        touched = self._touched_structures(self.since)
+        if not touched:
+            return BuildPlan(total=self.materials.count())
+        ids = sorted(touched)
+        current = list(self.structures.query({"structure_id": {"$in": ids}}, properties=_STRUCTURE_FIELDS))
+        stored = {m["material_id"]: m for m in self.materials.query({"structure_ids": {"$in": ids}}, properties=_STORED)}
+        keys = {group_key(doc) for doc in current} | {m["group_key"] for m in stored.values()}
+        self._read_stored(stored, {material_id(key) for key in keys})
+        # the other members of those groups did not change: they are where their material says
+        others = {sid for m in stored.values() for sid in m["structure_ids"]} - touched
+        members = current + list(self.structures.query({"structure_id": {"$in": sorted(others)}}, _STRUCTURE_FIELDS))
+        groups = _grouped(members)
+        self._read_stored(stored, {material_id(key) for key in groups})
+        calcs = self.calculations.query({"structure_id": {"$in": sorted(touched | others)}}, properties=_CALC_FIELDS)
+        plan = self._compare(groups, calcs, stored)
+        new = sum(1 for key in groups if material_id(key) not in stored)
+        plan.total = self.materials.count() + new - len(plan.remove)
+        return plan
+
+    def _plan_all(self) -> BuildPlan:
+        """Compare every group with its stored material."""
+        groups = _grouped(self.structures.query({}, properties=_STRUCTURE_FIELDS))
+        stored = {d["material_id"]: d for d in self.materials.query({}, properties=_STORED)}
+        return self._compare(groups, self.calculations.query({}, properties=_CALC_FIELDS), stored)
+
+    def _touched_structures(self, since: datetime) -> set[str]:
+        """Structures written since ``since``, added or removed since the materials were built, or
+        whose calculations were (the calculations' ids are compared with those the materials list)."""
+        structure_ids = set(self.structures.distinct("structure_id"))
+        touched = structure_ids ^ set(self.materials.distinct("structure_ids"))
+        written = {"last_updated": {"$gte": since}}
+        touched.update(d["structure_id"] for d in self.structures.query(written, properties=["structure_id"]))
+        calculation_ids = set(self.calculations.distinct("calculation_id"))
+        listed = set(self.materials.distinct("calculation_ids"))
+        changed = {"$or": [written, {"calculation_id": {"$in": sorted(calculation_ids - listed)}}]}
+        touched.update(c["structure_id"] for c in self.calculations.query(changed, properties=["structure_id"]))
+        gone = sorted(listed - calculation_ids)
+        if gone:
+            for material in self.materials.query({"calculation_ids": {"$in": gone}}, properties=["structure_ids"]):
+                touched.update(material["structure_ids"])
+        return touched
+
+    def _read_stored(self, stored: dict[str, dict[str, Any]], ids: set[str]) -> None:
+        """Add the stored materials of ``ids`` not yet in ``stored``."""
+        missing = sorted(ids - set(stored))
+        if missing:
+            found = self.materials.query({"material_id": {"$in": missing}}, properties=_STORED)
+            stored.update((m["material_id"], m) for m in found)
+
+    def _compare(
+        self,
+        groups: dict[str, list[dict[str, Any]]],
+        calcs: Iterable[dict[str, Any]],
+        stored: dict[str, dict[str, Any]],
+    ) -> BuildPlan:
+        """The plan for ``groups`` against their ``stored`` materials (those of no group are removed)."""
         calcs_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for calc in calcs:
             calcs_of[calc["structure_id"]].append(calc)
-        stored = {
-            d["material_id"]: d
-            for d in self.materials.query(
-                {}, properties=["material_id", "structure_ids", "calculation_ids", "inputs_last_updated"]
-            )
-        }
         plan = BuildPlan(total=len(groups))
         reasons: Counter[str] = Counter()
         for key, members in groups.items():
@@ -175,7 +242,7 @@ class MaterialsBuilder(IncrementalBuilder):
                 reason = "new"
             elif old["structure_ids"] != ids or old["calculation_ids"] != sorted(c["calculation_id"] for c in calc_list):
                 reason = "inputs added or removed"
-            elif _naive(old["inputs_last_updated"]) < _naive(newest):
+            elif naive_utc(old["inputs_last_updated"]) < naive_utc(newest):
                 reason = "inputs changed"
             else:
                 continue
@@ -226,7 +293,3 @@ class MaterialsBuilder(IncrementalBuilder):
         self.materials.remove_docs({"material_id": {"$in": keys}})
         return len(keys)
 
-
-def _naive(stamp: datetime) -> datetime:
-    """Compare stored datetimes whatever the backend hands back (naive UTC or aware)."""
-    return stamp.replace(tzinfo=None) if stamp.tzinfo is not None else stamp

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from monty.json import MontyEncoder
 
 from perovdb.builders.base import BuildPlan, IncrementalBuilder
 from perovdb.db import Database, chunks, store_state
-from perovdb.documents import utcnow
+from perovdb.documents import naive_utc, utcnow
 
 #: builder names in dependency order
 BUILD_ORDER: tuple[str, ...] = ("materials", "predictions", "evaluations")
@@ -82,17 +83,22 @@ def _states(stores: Iterable[Any]) -> dict[str, str] | None:
     return states
 
 
-def _unchanged_run(db: Database, builder: IncrementalBuilder, sources: dict[str, str] | None) -> dict | None:
-    """This builder's last run if its sources and targets are exactly as that run left them."""
-    if sources is None:
-        return None
+def _last_run(db: Database, builder: IncrementalBuilder) -> dict | None:
+    """This builder's (this version's) most recent completed run, if any."""
     runs = db.store(RUNS_COLLECTION, key="run_id").query(
         {"builder": builder.name, "version": builder.version, "dry_run": False}, sort={"started": -1}, limit=1
     )
-    last = next(iter(runs), None)
-    if last is None or last.get("sources") != sources or last.get("targets") != _states(builder.targets):
-        return None
-    return last
+    return next(iter(runs), None)
+
+
+def _unchanged(builder: IncrementalBuilder, last: dict | None, sources: dict[str, str] | None) -> bool:
+    """Whether the sources and targets are exactly as the ``last`` run left them."""
+    return (
+        sources is not None
+        and last is not None
+        and last.get("sources") == sources
+        and last.get("targets") == _states(builder.targets)
+    )
 
 
 def run_builder(
@@ -107,11 +113,16 @@ def run_builder(
 
     When the backend can tell (the embedded store: see ``store_state``) that no source or target was
     written since this builder's last run, nothing is planned: the run is recorded as unchanged.
+    Otherwise the builder learns when that run started (less ``build_lookback_seconds``), so it can
+    look only at what was written since.
     """
     started, clock = utcnow(), time.perf_counter()
     builder.connect()
     sources = None if builder.full else _states(builder.sources)  # before planning: later writes are seen next time
-    unchanged = _unchanged_run(db, builder, sources)
+    last = _last_run(db, builder)
+    unchanged = last if _unchanged(builder, last, sources) else None
+    if last is not None:
+        builder.since = naive_utc(last["started"]) - timedelta(seconds=db.settings.build_lookback_seconds)
     plan = builder.plan() if unchanged is None else BuildPlan(total=unchanged["total"])
     report = BuildReport(
         builder=builder.name,
