@@ -152,22 +152,25 @@ def parity_structures() -> list[Structure]:
     return structures
 
 
-@pytest.mark.parametrize("search", ["default", "tree"])
+@pytest.mark.parametrize("chunk_size", [512, 5])
 @pytest.mark.parametrize(("cutoff", "max_neighbors"), [(8.0, 12), (5.0, 16), (3.0, 12)])
-def test_pure_top_k_edges_identical_to_upstream(monkeypatch, search: str, cutoff: float, max_neighbors: int) -> None:
-    """Bit for bit, in order, against upstream's ``torch_neighbor_list`` (its dense search and tie-breaking)."""
+def test_pure_top_k_edges_identical_to_upstream(monkeypatch, chunk_size: int, cutoff: float, max_neighbors: int) -> None:
+    """Bit for bit, in order, against upstream's ``torch_neighbor_list`` (its dense search and tie-breaking).
+
+    ``chunk_size=5`` (both sides) and tiny search blocks exercise the chunked candidate order.
+    """
     import torch
     from alignn.torch_graph_builder import torch_neighbor_list
 
     from perovdb.graphs import neighbors
     from perovdb.graphs.neighbors import jarvis_cart_coords, pure_top_k_edges, single_threaded_torch
 
-    if search == "tree":
-        monkeypatch.setattr(neighbors, "DENSE_SEARCH_MAX", 0)
+    if chunk_size != 512:
+        monkeypatch.setattr(neighbors, "SEARCH_BLOCK", 64)
     for structure in parity_structures():
         lattice = np.array(structure.lattice.matrix)
         cart = jarvis_cart_coords(structure.frac_coords, lattice)
-        ours = pure_top_k_edges(cart, lattice, cutoff, max_neighbors)
+        ours = pure_top_k_edges(cart, lattice, cutoff, max_neighbors, chunk_size=chunk_size)
         with torch.no_grad(), single_threaded_torch():
             src, dst, shift, r = torch_neighbor_list(
                 torch.as_tensor(cart, dtype=torch.float32),
@@ -175,6 +178,7 @@ def test_pure_top_k_edges_identical_to_upstream(monkeypatch, search: str, cutoff
                 cutoff,
                 max_neighbors,
                 use_matscipy_topology=False,
+                chunk_size=chunk_size,
             )
         assert ours.src.tobytes() == src.numpy().astype(np.int64).tobytes()
         assert ours.dst.tobytes() == dst.numpy().astype(np.int64).tobytes()

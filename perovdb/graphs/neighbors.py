@@ -33,8 +33,8 @@ class EdgeList:
 # pure-top-k (ALIGNN 2.0)
 # ---------------------------------------------------------------------------------------------
 
-#: ``shifts × atoms²`` up to which a dense float32 search is faster than a k-d tree pre-filter
-DENSE_SEARCH_MAX = 150_000
+#: float32 elements per block of the candidate search (memory bound, like upstream's chunking)
+SEARCH_BLOCK = 1 << 20
 
 
 def _shift_counts_torch(lattice: torch.Tensor, cutoff: float) -> list[int]:
@@ -51,8 +51,10 @@ def _shift_counts(lattice32: np.ndarray, cutoff: float) -> list[int]:
     integer that float32 rounding could change its ceiling.
     """
     lattice64 = lattice32.astype(np.float64)
-    values = cutoff * np.linalg.norm(np.linalg.inv(lattice64), axis=0)  # |b_i| / 2π = column norms of inv
-    tolerance = max(1e-3, 1e-5 * float(np.linalg.cond(lattice64))) * np.maximum(1.0, values)
+    inverse = np.linalg.inv(lattice64)
+    values = cutoff * np.sqrt(np.sum(inverse * inverse, axis=0))  # |b_i| / 2π = column norms of the inverse
+    condition = float(np.linalg.norm(lattice64) * np.linalg.norm(inverse))  # >= the 2-norm condition number
+    tolerance = max(1e-3, 1e-5 * condition) * np.maximum(1.0, values)
     if np.all(np.abs(values - np.round(values)) > tolerance):
         return [int(n) for n in np.ceil(values)]
     return _shift_counts_torch(torch.from_numpy(lattice32), cutoff)
@@ -64,41 +66,40 @@ def _shift_grid(counts: list[int]) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def _dense_candidates(
-    positions: np.ndarray, offsets: np.ndarray, c2: np.float32, self_tol: np.float32
+def _candidates(
+    positions: np.ndarray, offsets: np.ndarray, cutoff: float, self_tol: float, chunk: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(shift, i, j) of every pair within the cutoff, in upstream's order, from all ``K × n × n`` distances."""
-    d2 = np.zeros((len(offsets), len(positions), len(positions)), dtype=np.float32)
-    for axis in range(3):  # ((x_j + off_k) - x_i)², summed x, y, z in order: torch's float32 values
-        p = positions[:, axis]
-        a = (p[None, None, :] + offsets[:, axis, None, None]) - p[None, :, None]
-        d2 += a * a
-    return np.nonzero((d2 <= c2) & (d2 > self_tol))
+    """(shift k, source i, neighbour j) of upstream's mask ``0 < |x_j + off_k - x_i|² <= cutoff²``, in its order.
 
-
-def _tree_candidates(
-    positions: np.ndarray, offsets: np.ndarray, cutoff: float, c2: np.float32, self_tol: np.float32, chunk: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As ``_dense_candidates``, with a float64 k-d tree (wide margin) choosing the pairs to compute exactly."""
+    Upstream computes all ``K × n × n`` float32 distances, source chunk by chunk. Here a (shift, source) pair
+    is skipped when (float64, wide margin) the source is beyond the cutoff of the shifted atoms' bounding box;
+    the rest get upstream's exact float32 values, ``((x_j + off_k) - x_i)²`` summed x, y, z in order.
+    """
     n = len(positions)
-    pos64 = positions.astype(np.float64)
-    off64 = offsets.astype(np.float64)
-    margin = 1e-4 * (cutoff + float(np.abs(pos64).max()) + float(np.abs(off64).max()))
-    extent = pos64.max(axis=0) - pos64.min(axis=0)
-    reachable = np.flatnonzero(np.linalg.norm(np.maximum(np.abs(off64) - extent, 0.0), axis=1) <= cutoff + margin)
-    images = (pos64[None, :, :] + off64[reachable, None, :]).reshape(-1, 3)
-    pairs = cKDTree(pos64).sparse_distance_matrix(cKDTree(images), cutoff + margin, output_type="ndarray")
-    i = pairs["i"].astype(np.int64)
-    k = reachable[pairs["j"] // n].astype(np.int64)
-    j = (pairs["j"] % n).astype(np.int64)
-    a = (positions[j] + offsets[k]) - positions[i]
-    a *= a
-    d2 = (a[:, 0] + a[:, 1]) + a[:, 2]
-    keep = (d2 <= c2) & (d2 > self_tol)
-    k, i, j = k[keep], i[keep], j[keep]
-    # upstream's order: source chunks, then shift, source, neighbour
-    order = np.argsort((((i // chunk) * len(offsets) + k) * n + i) * n + j)
-    return k[order], i[order], j[order]
+    c2, tol = np.float32(float(cutoff) * float(cutoff)), np.float32(self_tol)
+    pos64, off64 = positions.astype(np.float64), offsets.astype(np.float64)
+    reach = cutoff + 1e-4 * (cutoff + float(np.abs(pos64).max()) + float(np.abs(off64).max()))
+    low, high = pos64.min(axis=0), pos64.max(axis=0)
+    columns = [np.ascontiguousarray(positions[:, axis]) for axis in range(3)]
+    parts = []
+    for i0 in range(0, n, chunk):
+        i1 = min(i0 + chunk, n)
+        relative = pos64[None, i0:i1, :] - off64[:, None, :]  # source seen from the shifted cell, [K, chunk, 3]
+        gap = np.maximum(np.maximum(low - relative, relative - high), 0.0)
+        k_sel, i_sel = np.nonzero(np.sum(gap * gap, axis=-1) <= reach * reach)
+        i_sel += i0
+        for b0 in range(0, len(k_sel), max(1, SEARCH_BLOCK // n)):
+            kb, ib = k_sel[b0 : b0 + max(1, SEARCH_BLOCK // n)], i_sel[b0 : b0 + max(1, SEARCH_BLOCK // n)]
+            d2 = np.zeros((len(kb), n), dtype=np.float32)
+            for axis, p in enumerate(columns):
+                a = (p[None, :] + offsets[kb, axis, None]) - p[ib, None]
+                d2 += a * a
+            row, j = np.nonzero((d2 <= c2) & (d2 > tol))
+            parts.append((kb[row], ib[row], j))
+    if not parts:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))  # type: ignore[return-value]
 
 
 def _topk_per_source(src: np.ndarray, keys: torch.Tensor, k: int, num_nodes: int) -> np.ndarray:
@@ -137,7 +138,7 @@ def pure_top_k_edges(
 
     Bit-identical to upstream ``torch_neighbor_list``: same shifts,
     same float32 arithmetic, same candidate order, and upstream's own ``torch.argsort`` and norm on the
-    complete candidate list; only the search for candidates is cheaper (numpy, or a k-d tree pre-filter).
+    complete candidate list; only the search for candidates is cheaper (it skips far shift/source pairs).
     """
     positions = np.asarray(cart_coords, dtype=np.float64).astype(np.float32)
     lattice = np.asarray(lattice_mat, dtype=np.float64).astype(np.float32)
@@ -145,16 +146,12 @@ def pure_top_k_edges(
     shifts = _shift_grid(_shift_counts(lattice, cutoff))
     with torch.no_grad(), single_threaded_torch():
         offsets = (torch.from_numpy(shifts) @ torch.from_numpy(lattice)).numpy()  # rows as upstream's shift @ lattice
-        c2 = np.float32(float(cutoff) * float(cutoff))
-        tol = np.float32(self_tol)
         chunk = max(1, min(chunk_size, max(1, 2**30 // max(len(shifts) * num_nodes, 1))))
-        if num_nodes == 0:
-            k = i = j = np.empty(0, dtype=np.int64)
-        elif num_nodes <= chunk and len(shifts) * num_nodes * num_nodes <= DENSE_SEARCH_MAX:
-            k, i, j = _dense_candidates(positions, offsets, c2, tol)
-        else:
-            k, i, j = _tree_candidates(positions, offsets, float(cutoff), c2, tol, chunk)
-        r = (positions[j] - positions[i]) + offsets[k]
+        k, i, j = _candidates(positions, offsets, float(cutoff), self_tol, chunk)
+        r = np.empty((len(i), 3), dtype=np.float32)
+        for axis in range(3):  # upstream's positions[dst] - positions[src] + shift @ lattice, per column
+            p = positions[:, axis]
+            r[:, axis] = (p[j] - p[i]) + offsets[k, axis]
         if max_neighbors is not None and max_neighbors > 0 and i.size > 0:
             keep = _topk_per_source(i, torch.from_numpy(r).norm(dim=1), int(max_neighbors), num_nodes)
             k, i, j, r = k[keep], i[keep], j[keep], r[keep]
