@@ -123,12 +123,27 @@ def _species(structure: Structure) -> tuple[list[str], np.ndarray]:
     return symbols, np.array(numbers, dtype=np.int32)
 
 
-def build_graph(structure: Structure, settings: GraphSettings | None = None) -> CrystalGraph:
-    """The ALIGNN graph and line graph of ``structure`` (MA/FA molecules are plain C, N, H atoms)."""
-    settings = settings or GraphSettings()
+def structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """What a graph is built from: lattice (3, 3), fractional coordinates (n, 3), symbols, atomic numbers."""
     symbols, atomic_numbers = _species(structure)
     lattice = np.array(structure.lattice.matrix, dtype=float)
-    frac = np.array(structure.frac_coords, dtype=float)
+    return lattice, np.array(structure.frac_coords, dtype=float), symbols, atomic_numbers
+
+
+def build_graph(structure: Structure, settings: GraphSettings | None = None) -> CrystalGraph:
+    """The ALIGNN graph and line graph of ``structure`` (MA/FA molecules are plain C, N, H atoms)."""
+    return graph_from_arrays(*structure_arrays(structure), settings)
+
+
+def graph_from_arrays(
+    lattice: np.ndarray,
+    frac: np.ndarray,
+    symbols: list[str],
+    atomic_numbers: np.ndarray,
+    settings: GraphSettings | None = None,
+) -> CrystalGraph:
+    """``build_graph`` on ``structure_arrays(structure)`` (worker processes get these arrays, not a Structure)."""
+    settings = settings or GraphSettings()
     if settings.neighbor_strategy == "pure-top-k":
         cart = jarvis_cart_coords(frac, lattice)  # as upstream's jarvis Atoms has it, so ties match
         edges = pure_top_k_edges(cart, lattice, settings.cutoff, settings.max_neighbors)
