@@ -228,15 +228,19 @@ def _all_neighbors(
     return np.concatenate(centres), np.concatenate(neighbours), np.concatenate(distances), np.concatenate(images)
 
 
+class _FewerThanK(Exception):
+    """Some atom surely has fewer than k neighbours within the radius (jarvis then grows the radius)."""
+
+
 def _nearest_neighbors(
     frac_coords: np.ndarray, cart_coords: np.ndarray, matrix: np.ndarray, r: float, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The part of ``_all_neighbors(r)`` that the k-nearest selection keeps, found with a k-d tree.
 
     Returns (centre, neighbour, image) of every neighbour (``BOND_TOL < d <= r``) no farther than the
     centre's ``k``-th, decided on jarvis's exact float64 distances (tree distances only pick candidates,
-    with a wide margin); or None when that cannot be settled here, e.g. an atom has fewer than ``k``
-    neighbours within ``r`` (jarvis then grows the radius: use ``_all_neighbors``).
+    with a wide margin); raises ``_FewerThanK`` when an atom surely has fewer than ``k`` neighbours
+    within ``r``; returns None when the margins leave that undecided (use ``_all_neighbors``).
     """
     n = len(cart_coords)
     images = np.stack(np.meshgrid(*_jarvis_images(frac_coords, matrix, r), indexing="ij"), axis=-1).reshape(-1, 3)
@@ -255,13 +259,16 @@ def _nearest_neighbors(
         dist = dist.reshape(n, q)
         idx = idx.reshape(n, q)
         first = np.count_nonzero(dist <= BOND_TOL + margin, axis=1)  # sorted: self and too-close come first
-        if np.any(first + k > q):
-            if q == len(points):
-                return None
+        if np.any(first + k > q) and q < len(points):
             q = min(len(points), 2 * q)
             continue
-        kth = dist[rows, first + k - 1]  # inf when fewer than k within r + margin
-        if not np.all(np.isfinite(kth)):
+        kth = np.where(first + k <= q, dist[rows, np.minimum(first + k - 1, q - 1)], np.inf)
+        if not np.all(np.isfinite(kth)):  # fewer than k beyond BOND_TOL within r (+ margin)
+            short = ~np.isfinite(kth)
+            listed_all = (q == len(points)) | np.isinf(dist[short, -1])
+            possible = np.count_nonzero(np.isfinite(dist[short]) & (dist[short] > BOND_TOL - margin), axis=1)
+            if np.any(listed_all & (possible < k)):
+                raise _FewerThanK
             return None
         bound = kth + 2 * margin  # every neighbour up to the exact k-th distance is within this
         if q == len(points) or np.all(dist[:, -1] > bound):
@@ -330,17 +337,23 @@ def k_nearest_edges(
     rounded = np.around(matrix, decimals=JARVIS_LATTICE_DECIMALS)
     cart = jarvis_cart_coords(frac, matrix)
     n_atoms = len(frac)
-    found = _nearest_neighbors(frac, cart, matrix, float(cutoff), max_neighbors)
+    longest = max(_lattice_lengths(rounded))
+    radius = float(cutoff)
+    while True:  # jarvis's radius: the cutoff, then the longest lattice vector, then doubling
+        try:
+            found = _nearest_neighbors(frac, cart, matrix, radius, max_neighbors)
+            break
+        except _FewerThanK:
+            radius = longest if radius < longest else 2 * radius
     if found is not None:
         centre, neighbour, image = found
-    else:  # some atom has fewer than k neighbours within the cutoff: jarvis's growing radius, dense loop
+    else:  # undecided by the k-d tree's margins: jarvis's dense loop
         radius = float(cutoff)
         while True:
             centre, neighbour, distance, image = _all_neighbors(frac, cart, matrix, radius)
             counts = np.bincount(centre, minlength=n_atoms)
             if counts.min() >= max_neighbors:
                 break
-            longest = max(_lattice_lengths(rounded))
             radius = longest if radius < longest else 2 * radius
         centre, neighbour, image, _ = _keep_k_nearest(centre, neighbour, distance, image, n_atoms, max_neighbors)
     if use_canonize:
