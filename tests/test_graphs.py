@@ -142,3 +142,75 @@ def test_collate_offsets() -> None:
     n0, e0 = graphs[0].num_atoms, graphs[0].num_edges
     assert int(batch.g.src[e0:].min()) >= n0
     assert int(batch.lg.src[graphs[0].num_line_graph_edges :].min()) >= e0
+
+
+def parity_structures() -> list[Structure]:
+    """The 50 JARVIS structures plus symmetric perovskite supercells (many tied neighbour distances)."""
+    structures = [Structure.from_file(f) for f in sorted(JARVIS.glob("POSCAR-*.vasp"))]
+    for formula, size in (("CsPbI_3", 1), ("CsPbI_3", 2), ("MAPbI_3", 2), ("FASnBr_3", 1)):
+        structures.append(generate_supercell(SiteFractions.from_formula(formula), 6.3, supercell=size))
+    return structures
+
+
+@pytest.mark.parametrize("chunk_size", [512, 5])
+@pytest.mark.parametrize(("cutoff", "max_neighbors"), [(8.0, 12), (5.0, 16), (3.0, 12)])
+def test_pure_top_k_edges_identical_to_upstream(monkeypatch, chunk_size: int, cutoff: float, max_neighbors: int) -> None:
+    """Bit for bit, in order, against upstream's ``torch_neighbor_list`` (its dense search and tie-breaking).
+
+    ``chunk_size=5`` (both sides) and tiny search blocks exercise the chunked candidate order.
+    """
+    import torch
+    from alignn.torch_graph_builder import torch_neighbor_list
+
+    from perovdb.graphs import neighbors
+    from perovdb.graphs.neighbors import jarvis_cart_coords, pure_top_k_edges, single_threaded_torch
+
+    if chunk_size != 512:
+        monkeypatch.setattr(neighbors, "SEARCH_BLOCK", 64)
+    for structure in parity_structures():
+        lattice = np.array(structure.lattice.matrix)
+        cart = jarvis_cart_coords(structure.frac_coords, lattice)
+        ours = pure_top_k_edges(cart, lattice, cutoff, max_neighbors, chunk_size=chunk_size)
+        with torch.no_grad(), single_threaded_torch():
+            src, dst, shift, r = torch_neighbor_list(
+                torch.as_tensor(cart, dtype=torch.float32),
+                torch.as_tensor(lattice, dtype=torch.float32),
+                cutoff,
+                max_neighbors,
+                use_matscipy_topology=False,
+                chunk_size=chunk_size,
+            )
+        assert ours.src.tobytes() == src.numpy().astype(np.int64).tobytes()
+        assert ours.dst.tobytes() == dst.numpy().astype(np.int64).tobytes()
+        assert ours.images.tobytes() == shift.numpy().astype(np.int32).tobytes()
+        assert ours.vectors.tobytes() == r.numpy().tobytes()
+
+
+@pytest.mark.parametrize(("cutoff", "max_neighbors", "canonize"), [(8.0, 12, True), (8.0, 12, False), (5.0, 16, True)])
+def test_k_nearest_tree_search_equals_dense_loop(monkeypatch, cutoff: float, max_neighbors: int, canonize: bool) -> None:
+    """The k-d tree neighbour search gives the edges of jarvis's dense image loop, bit for bit."""
+    from perovdb.graphs import neighbors
+
+    structures = parity_structures()
+    fast = [neighbors.k_nearest_edges(s.frac_coords, s.lattice.matrix, cutoff, max_neighbors, canonize) for s in structures]
+    monkeypatch.setattr(neighbors, "_nearest_neighbors", lambda *args: None)
+    dense = [neighbors.k_nearest_edges(s.frac_coords, s.lattice.matrix, cutoff, max_neighbors, canonize) for s in structures]
+    for a, b in zip(fast, dense):
+        for name in ("src", "dst", "images", "vectors"):
+            assert getattr(a, name).tobytes() == getattr(b, name).tobytes()
+
+
+def test_bond_cosines_match_row_formula() -> None:
+    """Per-bond lengths and column sums give the row-wise cosines exactly, signed zeros included."""
+    from perovdb.graphs.neighbors import bond_cosines
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(200, 3)).astype(np.float32)
+    vectors[rng.random(vectors.shape) < 0.3] = 0.0
+    vectors[:4] = [[1, 0, 0], [0, 1, 0], [-0.0, 0, 2], [0, 0, 0]]
+    lg_src, lg_dst = rng.integers(0, 200, 5000), rng.integers(0, 200, 5000)
+    lg_src[:4], lg_dst[:4] = [0, 1, 2, 3], [1, 2, 0, 3]
+    r1, r2 = -vectors[lg_src], vectors[lg_dst]
+    denom = np.linalg.norm(r1, axis=1) * np.linalg.norm(r2, axis=1)
+    expected = np.clip(np.sum(r1 * r2, axis=1) / np.maximum(denom, np.float32(1e-12)), -1.0, 1.0).astype(np.float32)
+    assert bond_cosines(vectors, lg_src, lg_dst).tobytes() == expected.tobytes()

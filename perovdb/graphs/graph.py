@@ -30,9 +30,21 @@ def _element_features(symbol: str, atom_features: str) -> tuple[float, ...]:
     return tuple(float(x) for x in get_node_attributes(symbol, atom_features=atom_features))
 
 
+@lru_cache(maxsize=1024)
+def _feature_table(elements: tuple[str, ...], atom_features: str) -> np.ndarray:
+    """Feature rows of ``elements`` (in that order), float32 [len(elements), F]; read-only, shared."""
+    table = np.array([_element_features(s, atom_features) for s in elements], dtype=np.float32)
+    table.flags.writeable = False
+    return table
+
+
 def atom_feature_matrix(symbols: list[str], atom_features: str = "cgcnn") -> np.ndarray:
     """Node features of ``symbols`` as ALIGNN uses them (jarvis ``get_node_attributes``), float32 [n, F]."""
-    return np.array([_element_features(s, atom_features) for s in symbols], dtype=np.float32)
+    if not symbols:
+        return np.array([], dtype=np.float32)
+    index: dict[str, int] = {}
+    rows = [index.setdefault(symbol, len(index)) for symbol in symbols]
+    return _feature_table(tuple(index), atom_features)[rows]
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,21 +110,40 @@ class CrystalGraph:
         )
 
 
-def _symbols(structure: Structure) -> list[str]:
-    symbols = []
+def _species(structure: Structure) -> tuple[list[str], np.ndarray]:
+    """Element symbols and atomic numbers (int32) of the sites, in one pass; disordered sites are refused."""
+    symbols, numbers = [], []
     for site in structure:
-        if not site.is_ordered:
+        species = site.species
+        if not species.num_atoms == len(species) == 1:  # pymatgen's ``Site.is_ordered``
             raise ValueError("disordered sites cannot become a crystal graph")
-        symbols.append(site.specie.symbol)
-    return symbols
+        specie = next(iter(species))
+        symbols.append(specie.symbol)
+        numbers.append(specie.Z)
+    return symbols, np.array(numbers, dtype=np.int32)
+
+
+def structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """What a graph is built from: lattice (3, 3), fractional coordinates (n, 3), symbols, atomic numbers."""
+    symbols, atomic_numbers = _species(structure)
+    lattice = np.array(structure.lattice.matrix, dtype=float)
+    return lattice, np.array(structure.frac_coords, dtype=float), symbols, atomic_numbers
 
 
 def build_graph(structure: Structure, settings: GraphSettings | None = None) -> CrystalGraph:
     """The ALIGNN graph and line graph of ``structure`` (MA/FA molecules are plain C, N, H atoms)."""
+    return graph_from_arrays(*structure_arrays(structure), settings)
+
+
+def graph_from_arrays(
+    lattice: np.ndarray,
+    frac: np.ndarray,
+    symbols: list[str],
+    atomic_numbers: np.ndarray,
+    settings: GraphSettings | None = None,
+) -> CrystalGraph:
+    """``build_graph`` on ``structure_arrays(structure)`` (worker processes get these arrays, not a Structure)."""
     settings = settings or GraphSettings()
-    symbols = _symbols(structure)
-    lattice = np.array(structure.lattice.matrix, dtype=float)
-    frac = np.array(structure.frac_coords, dtype=float)
     if settings.neighbor_strategy == "pure-top-k":
         cart = jarvis_cart_coords(frac, lattice)  # as upstream's jarvis Atoms has it, so ties match
         edges = pure_top_k_edges(cart, lattice, settings.cutoff, settings.max_neighbors)
@@ -126,7 +157,7 @@ def build_graph(structure: Structure, settings: GraphSettings | None = None) -> 
     )
     return CrystalGraph(
         atom_features=atom_feature_matrix(symbols, settings.atom_features),
-        atomic_numbers=np.array([site.specie.Z for site in structure], dtype=np.int32),
+        atomic_numbers=atomic_numbers,
         frac_coords=frac,
         lattice=lattice,
         src=edges.src,
