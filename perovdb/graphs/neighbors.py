@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -60,8 +61,12 @@ def _shift_counts(lattice32: np.ndarray, cutoff: float) -> list[int]:
     return _shift_counts_torch(torch.from_numpy(lattice32), cutoff)
 
 
-def _shift_grid(counts: list[int]) -> np.ndarray:
-    """``torch.cartesian_prod`` of ``range(-n, n + 1)`` per axis (first axis slowest), float32 [K, 3]."""
+@lru_cache(maxsize=256)
+def _shift_grid(counts: tuple[int, int, int]) -> np.ndarray:
+    """``torch.cartesian_prod`` of ``range(-n, n + 1)`` per axis (first axis slowest), float32 [K, 3].
+
+    Cached and shared between calls: callers only index it, never write to it.
+    """
     axes = [np.arange(-n, n + 1, dtype=np.float32) for n in counts]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
@@ -150,7 +155,7 @@ def pure_top_k_edges(
     positions = np.asarray(cart_coords, dtype=np.float64).astype(np.float32)
     lattice = np.asarray(lattice_mat, dtype=np.float64).astype(np.float32)
     num_nodes = len(positions)
-    shifts = _shift_grid(_shift_counts(lattice, cutoff))
+    shifts = _shift_grid(tuple(_shift_counts(lattice, cutoff)))
     with torch.no_grad(), single_threaded_torch():
         offsets = (torch.from_numpy(shifts) @ torch.from_numpy(lattice)).numpy()  # rows as upstream's shift @ lattice
         chunk = max(1, min(chunk_size, max(1, 2**30 // max(len(shifts) * num_nodes, 1))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,9 +42,9 @@ class GraphSettings(BaseModel):
         """Sorted, compact JSON of every setting (what the hash covers)."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @cached_property
     def settings_hash(self) -> str:
-        """Short sha256 of the canonical JSON: equal hashes mean identical graphs."""
+        """Short sha256 of the canonical JSON: equal hashes mean identical graphs (computed once: frozen)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
     @classmethod
