@@ -36,6 +36,8 @@ class Limits:
 
 
 def _default(value: Any) -> Any:
+    if type(value) is datetime and value.tzinfo is None:  # the common case: stored datetimes are naive UTC
+        return value.isoformat() + "Z"
     if isinstance(value, datetime):
         if value.tzinfo is None:  # stored datetimes are naive UTC
             return value.isoformat() + "Z"
@@ -94,10 +96,9 @@ def query_page(
     extra: dict[str, Any] = {}
     if db.backend == "mongodb" and max_time_ms:
         extra["max_time_ms"] = max_time_ms
-    docs = [
-        {k: v for k, v in doc.items() if k != "_id"}
-        for doc in store.query(criteria, properties=properties, sort=sort, skip=skip, limit=limit, **extra)
-    ]
+    docs = list(store.query(criteria, properties=properties, sort=sort, skip=skip, limit=limit, **extra))
+    for doc in docs:  # each backend hands out new dicts: drop _id in place rather than copy every document
+        doc.pop("_id", None)
     total: int | None = None
     if count:
         if db.backend == "mongodb" and max_time_ms:
