@@ -246,6 +246,19 @@ def test_pagination_walks_every_document_once(client, all_structures):
     assert pages == -(-len(all_structures) // 150)
 
 
+def test_total_is_the_count_of_matches_on_every_page(client, all_structures):
+    """``meta.total`` on full pages, last pages (not counted again) and pages past the end."""
+    expected = sum(1 for s in all_structures if {"Pb", "I"} <= set(s["elements"]) and s["nsites"] <= 40)
+    assert 5 < expected < 1000
+    for skip, limit in [(0, 5), (0, 1000), (3, 1000), (expected - 2, 5), (expected - 2, 2), (expected, 5),
+                        (expected + 7, 5)]:  # fmt: skip
+        body = client.get("/structures", params={"elements": "Pb,I", "nsites_max": 40, "fields": "structure_id",
+                                                 "skip": skip, "limit": limit}).json()  # fmt: skip
+        assert body["meta"]["total"] == expected, (skip, limit)
+        assert body["meta"]["returned"] == max(0, min(limit, expected - skip))
+        assert body["meta"]["more_data_available"] == (skip + limit < expected)
+
+
 def test_limit_above_maximum_is_refused(client):
     assert client.get("/structures", params={"limit": 1000, "fields": "nsites"}).status_code == 200
     too_many = client.get("/structures", params={"limit": 1001})

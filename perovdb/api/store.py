@@ -45,12 +45,17 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+#: one encoder for every response; no check for circular references, which documents from a store cannot
+#: hold (a circular structure still fails: with RecursionError instead of ValueError, a 500 either way)
+_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                            check_circular=False)
+
+
 class FastJSONResponse(JSONResponse):
     """JSON rendered by the C encoder (datetimes as ISO-8601 UTC); NaN is refused."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, default=_default, ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":")).encode("utf-8")
+        return _ENCODER.encode(content).encode("utf-8")
 
 
 async def in_database(db: Database, work: Callable[[], T]) -> T:
@@ -101,10 +106,10 @@ def query_page(
         doc.pop("_id", None)
     total: int | None = None
     if count:
-        if db.backend == "mongodb" and max_time_ms:
+        if len(docs) < limit and (docs or not skip):  # the page ends the matches: nothing left to count
+            total = skip + len(docs)
+        elif db.backend == "mongodb" and max_time_ms:
             total = store._collection.count_documents(criteria, maxTimeMS=max_time_ms)  # type: ignore[attr-defined]
-        elif not criteria and not skip and len(docs) < limit:
-            total = len(docs)
         else:
             total = store.count(criteria)
     return docs, total
