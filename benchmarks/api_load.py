@@ -14,7 +14,15 @@ took more of the two cores the server shares than the server's own work). Report
 errors — beside the same queries issued directly through ``perovdb.query.find`` (one thread, in this
 process, same store). Targets: 0 errors, p95 < 100 ms, HTTP latency <= 3x direct.
 
-Run: ``.venv/bin/python benchmarks/api_load.py [--factor 10] [--seconds 20] [--clients 20] [--cache PATH]``
+Also reported, because the load generator is not free: the CPU time the server process and the load
+generator each spent per request during the load (the server's from ``/proc``, Linux only), and the
+server's CPU per request beside the direct query's time. On two cores shared by server, clients and
+whatever else runs, httpx's client-side work per request can exceed the server's and then bounds
+requests/s; ``--raw-clients`` adds a second, clearly labelled load phase with the same clients, mix
+and server but minimal HTTP/1.1 clients on plain asyncio sockets, to show what the server itself sustains.
+
+Run: ``.venv/bin/python benchmarks/api_load.py [--factor 10] [--seconds 20] [--clients 20] [--cache PATH]
+[--raw-clients]``
 """
 
 from __future__ import annotations
@@ -62,15 +70,53 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- the load generator (second process) ---------------------------------------------------------
-def client_main(base: str, seconds: float, clients: int, spec_file: str) -> None:
-    """``clients`` concurrent keep-alive connections from one asyncio loop, each looping over the mix."""
+def client_main(base: str, seconds: float, clients: int, spec_file: str, raw: bool = False) -> None:
+    """``clients`` concurrent keep-alive connections from one asyncio loop, each looping over the mix
+    (httpx's ``AsyncClient``, or with ``raw`` a minimal HTTP/1.1 client on asyncio streams)."""
     import asyncio
+    from urllib.parse import urlencode, urlsplit
 
     import httpx
 
     mix = json.loads(Path(spec_file).read_text())
     latencies: list[float] = []
     errors: list[str] = []
+
+    async def read_response(reader: asyncio.StreamReader) -> int:
+        """The status of the next response, its body read to its Content-Length."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
+        await reader.readexactly(length)
+        return int(lines[0].split(" ", 2)[1])
+
+    async def raw_client(offset: int, deadline: float) -> None:
+        """GET over one keep-alive connection; the body is read to its Content-Length."""
+        url = urlsplit(base)
+        requests = [(path, f"GET {path}?{urlencode(params)} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+                    for path, params in mix]  # fmt: skip
+        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        k = offset
+        while time.perf_counter() < deadline:
+            path, request = requests[k % len(requests)]
+            k += 1
+            start = time.perf_counter()
+            try:
+                if connection is None:
+                    connection = await asyncio.open_connection(url.hostname, url.port)
+                reader, writer = connection
+                writer.write(request)
+                status = await asyncio.wait_for(read_response(reader), TIMEOUT)
+                if status != 200:
+                    errors.append(f"{path} {status}")
+            except Exception as error:  # noqa: BLE001  # a refused, dropped or timed-out connection is an error too
+                errors.append(f"{path} {type(error).__name__}")
+                if connection is not None:
+                    connection[1].close()
+                connection = None
+            latencies.append(time.perf_counter() - start)
+        if connection is not None:
+            connection[1].close()
 
     async def client(offset: int, deadline: float) -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -90,13 +136,15 @@ def client_main(base: str, seconds: float, clients: int, spec_file: str) -> None
 
     async def run() -> None:
         deadline = time.perf_counter() + seconds
-        await asyncio.gather(*(client(i, deadline) for i in range(clients)))
+        await asyncio.gather(*((raw_client if raw else client)(i, deadline) for i in range(clients)))
 
+    cpu = time.process_time()
     started = time.perf_counter()
     asyncio.run(run())
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     print(json.dumps({"n": len(latencies), "elapsed": elapsed, "latencies": latencies, "errors": errors[:20],
-                      "n_errors": len(errors)}))  # fmt: skip
+                      "n_errors": len(errors), "cpu": cpu}))  # fmt: skip
 
 
 # -- setup and the direct measurement (main process) -----------------------------------------------
@@ -104,6 +152,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a running process has used so far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prepare(uri: str, factor: int, cache: Path | None) -> tuple[str, list[str]]:
@@ -179,11 +236,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="Duration of the load.")
     parser.add_argument("--clients", type=int, default=20, help="Concurrent clients (threads).")
     parser.add_argument("--cache", type=Path, default=None, help="Pickle of the ingested documents (see builders.py).")
+    parser.add_argument("--raw-clients", action="store_true",
+                        help="Then a second load phase with minimal asyncio HTTP/1.1 clients instead of httpx.")
     parser.add_argument("--client", default=None, help=argparse.SUPPRESS)  # internal: run as the load generator
+    parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)  # internal: the raw load generator
     parser.add_argument("--mix", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        client_main(args.client, args.seconds, args.clients, args.mix)
+        client_main(args.client, args.seconds, args.clients, args.mix, raw=args.raw)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,12 +273,18 @@ def main() -> None:
                 raise RuntimeError("the server did not start")
             for path, params, *_ in mix:  # warm-up: each query once
                 httpx.get(base + path, params=params, timeout=60)
-            load = subprocess.run(
-                [PYTHON, __file__, "--client", base, "--seconds", str(args.seconds), "--clients", str(args.clients),
-                 "--mix", str(mix_file)],
-                capture_output=True, text=True, cwd=REPO, check=True,
-            )  # fmt: skip
-            result = json.loads(load.stdout.strip().splitlines()[-1])
+            results = {}
+            for phase in ["httpx", "raw"] if args.raw_clients else ["httpx"]:
+                before = process_cpu(server.pid)
+                load = subprocess.run(
+                    [PYTHON, __file__, "--client", base, "--seconds", str(args.seconds), "--clients", str(args.clients),
+                     "--mix", str(mix_file), *(["--raw"] if phase == "raw" else [])],
+                    capture_output=True, text=True, cwd=REPO, check=True,
+                )  # fmt: skip
+                after = process_cpu(server.pid)
+                results[phase] = json.loads(load.stdout.strip().splitlines()[-1])
+                results[phase]["server_cpu"] = None if before is None or after is None else after - before
+            result = results["httpx"]
         finally:
             server.terminate()  # uvicorn waits for in-flight requests the clients gave up on: then kill it
             try:
@@ -248,6 +314,27 @@ def main() -> None:
     print(f"\nHTTP p50 / direct mean = {percentile(lat, 0.5) / direct_mean:.2f}x ; "
           f"direct queries/s / HTTP requests/s = {(1 / direct_mean) / http_rate:.2f}x (target <= 3x)")
     print("targets: 0 errors, p95 < 100 ms, HTTP <= 3x direct")
+
+    print("\nCPU per request during the load (not part of the targets; the two processes share the cores):")
+    for phase, res in results.items():
+        label = "httpx clients" if phase == "httpx" else "raw clients"
+        server_ms = None if res["server_cpu"] is None else res["server_cpu"] / res["n"] * 1000
+        line = f"  {label:14} load generator {res['cpu'] / res['n'] * 1000:.2f} ms"
+        if server_ms is not None:
+            line += (f", server {server_ms:.2f} ms = {server_ms / (direct_mean * 1000):.2f}x the direct query's "
+                     f"{direct_mean * 1000:.2f} ms")
+        print(line)
+    if "raw" in results:
+        raw = results["raw"]
+        raw_lat = raw["latencies"]
+        raw_rate = raw["n"] / raw["elapsed"]
+        print(f"\nHTTP load, raw clients (additional measure: same server, mix and {args.clients} keep-alive "
+              f"connections, minimal asyncio HTTP/1.1 clients instead of httpx):")
+        print(f"  requests {raw['n']}, {raw_rate:.1f} requests/s, errors {raw['n_errors']}"
+              + (f" e.g. {raw['errors'][:3]}" if raw["n_errors"] else ""))  # fmt: skip
+        print(f"  latency p50 {percentile(raw_lat, 0.5) * 1000:.0f} ms, p95 {percentile(raw_lat, 0.95) * 1000:.0f} ms, "
+              f"p99 {percentile(raw_lat, 0.99) * 1000:.0f} ms")  # fmt: skip
+        print(f"  direct queries/s / HTTP requests/s = {(1 / direct_mean) / raw_rate:.2f}x")
 
 
 if __name__ == "__main__":
