@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,18 @@ def test_three_body_cutoff_limits_line_graph() -> None:
 def test_bytes_round_trip() -> None:
     graph = build_graph(Structure.from_file(JARVIS / "POSCAR-JVASP-10.vasp"), GraphSettings())
     data = graph.to_bytes()
-    assert data[:2] == b"PK"  # an npz archive, read back without pickle
     again = CrystalGraph.from_bytes(data)
     assert again.equals(graph) and again.settings_hash == GraphSettings().settings_hash
+    for name in ("atom_features", "src", "images", "vectors", "lg_src", "cosines", "lattice"):
+        array = getattr(again, name)
+        assert array.dtype == getattr(graph, name).dtype and array.flags.writeable
+    # an entry of another format (the npz archives of format 1) is refused, so the cache rebuilds it
+    buffer = io.BytesIO()
+    np.savez(buffer, src=graph.src)
+    with pytest.raises(ValueError, match="rebuild"):
+        CrystalGraph.from_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="rebuild"):
+        CrystalGraph.from_bytes(data.replace(b'"format_version":2', b'"format_version":9'))
 
 
 @pytest.mark.parametrize("strategy", ["pure-top-k", "k-nearest"])

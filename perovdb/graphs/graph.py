@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
+import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
@@ -19,8 +20,9 @@ from perovdb.graphs.neighbors import (
 )
 from perovdb.graphs.settings import GraphSettings
 
-#: bumped when the arrays or their meaning change (part of the serialised graph)
-FORMAT_VERSION = 1
+#: bumped when the arrays, their meaning or their serialisation change (part of the serialised graph)
+FORMAT_VERSION = 2
+_MAGIC = b"PEROVDB-GRAPH\0\0\0"
 
 
 @lru_cache(maxsize=256)
@@ -84,22 +86,38 @@ class CrystalGraph:
         return int(self.lg_src.shape[0])
 
     def to_bytes(self) -> bytes:
-        """Serialise with ``np.savez`` (no pickle)."""
-        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings_hash"}
-        meta = json.dumps({"format_version": FORMAT_VERSION, "settings_hash": self.settings_hash})
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.array(meta), **arrays)
-        return buffer.getvalue()
+        """Serialise: a magic word, a JSON header (format, settings hash, each array's dtype, shape and
+        offset), then the arrays' bytes, each 8-byte aligned. No pickle; read without a zip archive."""
+        header: dict[str, Any] = {"format_version": FORMAT_VERSION, "settings_hash": self.settings_hash, "arrays": []}
+        chunks, offset = [], 0
+        for name in _ARRAYS:
+            array = np.ascontiguousarray(getattr(self, name))
+            header["arrays"].append([name, array.dtype.str, list(array.shape), offset])
+            data = array.tobytes()
+            chunks.append(data + b"\0" * (-len(data) % 8))
+            offset += len(chunks[-1])
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-(len(_MAGIC) + 4 + len(encoded)) % 8)
+        return b"".join([_MAGIC, len(encoded).to_bytes(4, "little"), encoded, *chunks])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CrystalGraph:
-        """Inverse of ``to_bytes``."""
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            meta = json.loads(str(archive["meta"]))
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"graph format {meta.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
-            arrays = {f.name: archive[f.name] for f in fields(cls) if f.name != "settings_hash"}
-        return cls(settings_hash=meta["settings_hash"], **arrays)
+        """Inverse of ``to_bytes``; raises ValueError for another format (an older cache entry: rebuild it)."""
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a perovdb graph of this format; rebuild it")
+        size = int.from_bytes(data[len(_MAGIC) : len(_MAGIC) + 4], "little")
+        start = len(_MAGIC) + 4 + size
+        header = json.loads(data[len(_MAGIC) + 4 : start])
+        if header.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"graph format {header.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+        payload = bytearray(data[start:])  # one copy: the arrays are writable views into it
+        arrays = {}
+        for name, dtype, shape, offset in header["arrays"]:
+            count = math.prod(shape)
+            arrays[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
+        if set(arrays) != set(_ARRAYS):
+            raise ValueError(f"graph arrays {sorted(arrays)} are not {sorted(_ARRAYS)}; rebuild it")
+        return cls(settings_hash=header["settings_hash"], **arrays)
 
     def equals(self, other: CrystalGraph) -> bool:
         """Same settings and identical arrays."""
@@ -108,6 +126,10 @@ class CrystalGraph:
             for f in fields(self)
             if f.name != "settings_hash"
         )
+
+
+#: the array fields of ``CrystalGraph``, in order
+_ARRAYS: tuple[str, ...] = tuple(f.name for f in fields(CrystalGraph) if f.name != "settings_hash")
 
 
 def _species(structure: Structure) -> tuple[list[str], np.ndarray]:
