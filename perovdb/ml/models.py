@@ -131,7 +131,12 @@ def build_model(config: ALIGNNConfig) -> nn.Module:
         return ClassicALIGNN(config)
     from alignn.models.alignn_atomwise_pure import ALIGNNAtomWisePure, ALIGNNAtomWisePureConfig
 
-    return ALIGNNAtomWisePure(ALIGNNAtomWisePureConfig(**config.upstream_model_config()))
+    from perovdb.ml.fast_alignn import FastALIGNNAtomWisePure, fast_path_supported
+
+    upstream_config = ALIGNNAtomWisePureConfig(**config.upstream_model_config())
+    if fast_path_supported(upstream_config):  # same parameters and function, faster forward
+        return FastALIGNNAtomWisePure(upstream_config)
+    return ALIGNNAtomWisePure(upstream_config)
 
 
 def model_outputs(model: nn.Module, batch: GraphBatch) -> torch.Tensor:

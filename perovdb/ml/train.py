@@ -8,6 +8,7 @@ import platform
 import random
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from perovdb.graphs.batch import collate
 from perovdb.graphs.graph import CrystalGraph
 from perovdb.ml.checkpoint import state_dict_from_bytes, state_dict_to_bytes
 from perovdb.ml.config import ALIGNNConfig, TrainConfig
+from perovdb.ml.heap import retained_heap
 from perovdb.ml.models import build_model, model_outputs
 from perovdb.ml.splits import split_ids
 
@@ -110,7 +112,7 @@ def predict(
     model.eval()
     model.to(device)
     outputs = []
-    with torch.no_grad():
+    with torch.no_grad(), retained_heap():
         for start in range(0, len(graphs), batch_size):
             batch = collate(graphs[start : start + batch_size]).to(device)
             outputs.append(model_outputs(model, batch).detach().cpu().double().numpy())
@@ -170,6 +172,8 @@ def train_model(
     y_scaled = torch.tensor((y - normalizer["mean"]) / normalizer["std"], dtype=torch.float32)
 
     previous_threads = torch.get_num_threads()
+    heap = ExitStack()
+    heap.enter_context(retained_heap())  # big per-edge tensors: reuse freed memory instead of page-faulting
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
     try:
@@ -230,6 +234,7 @@ def train_model(
             metrics.update(_regression_metrics(test_pred, y[test_idx], "test"))
     finally:
         torch.set_num_threads(previous_threads)
+        heap.close()
     return TrainingResult(
         state_dict=state_dict_to_bytes(model.state_dict()),
         model_config=model_config,
