@@ -25,6 +25,11 @@ class Settings(BaseSettings):
         default=0, description="Seed that places alloy species on sites of generated supercells."
     )
     device: str = Field(default="auto", description="torch device for ML: auto (CUDA when present), cpu, cuda.")
+    retain_heap: bool = Field(
+        default=True,
+        description="While training or predicting, keep freed memory in the heap for reuse (glibc mallopt) instead "
+        "of page-faulting each large per-edge tensor again; restored afterwards.",
+    )
     num_workers: int = Field(default=0, ge=0, description="Worker processes for graph building (0 = all cores).")
     api_key: str | None = Field(default=None, description="Key that unlocks write endpoints of the HTTP API.", repr=False)
     api_max_limit: int = Field(default=1000, ge=1, description="Largest page size of the HTTP API (larger is refused with 400).")

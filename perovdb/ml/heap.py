@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from perovdb.config import get_settings
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 #: glibc's defaults, restored on exit
@@ -46,8 +47,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def enabled() -> bool:
-    """Whether ``retained_heap`` changes the allocator here (glibc, not switched off by the environment)."""
-    return os.environ.get("PEROVDB_RETAIN_HEAP", "1") != "0" and _glibc() is not None
+    """Whether ``retained_heap`` changes the allocator here (glibc, and the ``retain_heap`` setting on)."""
+    return get_settings().retain_heap and _glibc() is not None
 
 
 @contextmanager
