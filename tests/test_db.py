@@ -33,6 +33,20 @@ def test_upsert_replaces_by_key_and_inserts_new(db):
     assert store.count() == 3
 
 
+def test_upsert_sanitises_what_is_not_plain_and_leaves_the_callers_documents_alone(db):
+    import numpy as np
+
+    store = db.store("scratch", key="k")
+    plain = {"k": "p", "sites": [{"xyz": [0.0, 0.5, 1.0], "label": "Cs"}]}
+    other = {"k": "o", "pair": (1, 2), "x": np.float64(0.25), "n": np.int64(3)}
+    store.update([plain, other])
+    assert "_id" not in plain and "_id" not in other  # the stored copies got the ids
+    found = {d["k"]: d for d in store.query({}, properties=["k", "sites", "pair", "x", "n"])}
+    assert found["p"]["sites"] == plain["sites"]
+    assert found["o"]["pair"] == [1, 2] and found["o"]["x"] == 0.25 and found["o"]["n"] == 3
+    assert type(found["o"]["n"]) is int
+
+
 @pytest.mark.parametrize("n_wanted", [5, 150, 400])
 def test_long_in_lists_find_what_the_backend_finds(db, n_wanted):
     """Lists past the scan thresholds (projected and whole documents) give the backend's own answer."""

@@ -45,6 +45,8 @@ LEVEL_PREFERENCE: tuple[str, ...] = (
 )
 
 _STRUCTURE_FIELDS = ["structure_id", "reduced_formula", "perovskite", "phase", "origin", "last_updated"]
+#: what a material is built from: everything of a structure but its sites (``structure``)
+_MEMBER_FIELDS = [*_STRUCTURE_FIELDS, "formula", "elements", "nsites"]
 _CALC_FIELDS = ["calculation_id", "structure_id", "last_updated"]
 #: what a plan reads of a stored material
 _STORED = ["material_id", "group_key", "structure_ids", "calculation_ids", "inputs_last_updated"]
@@ -262,7 +264,8 @@ class MaterialsBuilder(IncrementalBuilder):
         batch = max(batch, min(2000, -(-len(keys) // 4)))
         for group_batch in chunks(keys, batch):
             ids = [sid for group in group_batch for sid in group]
-            structures = {d["structure_id"]: d for d in self.structures.query({"structure_id": {"$in": ids}})}
+            found = self.structures.query({"structure_id": {"$in": ids}}, properties=_MEMBER_FIELDS)
+            structures = {d["structure_id"]: d for d in found}
             calcs_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for calc in self.calculations.query({"structure_id": {"$in": ids}}):
                 calcs_of[calc["structure_id"]].append(calc)
