@@ -9,9 +9,9 @@ MemoryStore forgets its data when closed) are handled here.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -139,13 +139,6 @@ def _large_in(criteria: dict | None, threshold: int) -> tuple[str, set, dict] | 
     return None
 
 
-def _in_values(value: Any, values: set) -> bool:
-    """``$in`` of strings or integers: the value, or an element of an array value, is one of ``values``."""
-    if isinstance(value, list):
-        return any(isinstance(v, (str, int)) and v in values for v in value)
-    return isinstance(value, (str, int)) and value in values
-
-
 def scan_query(store: Store, base_query: Any, criteria: dict | None, properties: Any, **kwargs: Any) -> Iterator[dict]:
     """``query`` with a long ``$in`` matched in Python after one scan.
 
@@ -163,9 +156,9 @@ def scan_query(store: Store, base_query: Any, criteria: dict | None, properties:
         projection = [*properties, field]
     elif isinstance(properties, dict) and properties and field not in properties:
         projection = {**properties, field: 1}
-    matched = 0
+    matched, wanted = 0, embedded_scan.equals_one_of(values)
     for doc in base_query(criteria=rest, properties=projection, **kwargs):
-        if not _in_values(doc.get(field), values):
+        if not wanted(doc.get(field)):
             continue
         matched += 1
         if matched <= skip:

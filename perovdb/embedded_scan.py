@@ -102,7 +102,10 @@ def _value_at(document: Any, path: list[str]) -> tuple[bool, Any]:
     return True, value
 
 
-def _equals_one_of(allowed: set) -> Callable[[Any], bool]:
+def equals_one_of(allowed: set) -> Callable[[Any], bool]:
+    """MongoDB's ``{field: {"$in": allowed}}`` on a field's value, for strings and numbers: the value, or an
+    element of an array value, is one of ``allowed`` (numbers by value, never booleans)."""
+
     def test(value: Any) -> bool:
         if isinstance(value, list):
             return any(_scalar(v) and v in allowed for v in value)
@@ -149,15 +152,15 @@ def _contains_all(required: set) -> Callable[[Any], bool]:
 def _field_test(condition: Any) -> Callable[[Any], bool] | None:
     """The test a field's value must pass, or None when the condition is not plain."""
     if _scalar(condition):
-        return _equals_one_of({condition})
+        return equals_one_of({condition})
     if not isinstance(condition, dict) or not condition:
         return None
     tests, bounds, kinds = [], [], set()
     for op, argument in condition.items():
         if op == "$eq" and _scalar(argument):
-            tests.append(_equals_one_of({argument}))
+            tests.append(equals_one_of({argument}))
         elif op == "$in" and isinstance(argument, (list, tuple, set)) and all(_scalar(v) for v in argument):
-            tests.append(_equals_one_of(set(argument)))
+            tests.append(equals_one_of(set(argument)))
         elif op == "$all" and isinstance(argument, (list, tuple)) and argument and all(_scalar(v) for v in argument):
             tests.append(_contains_all(set(argument)))
         elif op in _RANGES and (bound := _bound(argument)) is not None:
@@ -180,7 +183,7 @@ def _not_equal(path: list[str], unwanted: Any) -> Matcher:
         found, value = _value_at(document, path)
         if unwanted is None:
             return found and value is not None and not (isinstance(value, list) and None in value)
-        return not (found and _equals_one_of({unwanted})(value))
+        return not (found and equals_one_of({unwanted})(value))
 
     return test
 
@@ -862,12 +865,12 @@ class CollectionFile:
     def distinct(self, field: str, criteria: dict | None) -> list[Any] | None:
         """Distinct values of ``field`` (array elements one by one) among the documents matching a plain
         filter, or None when the filter or a value is not plain."""
-        matcher = plain_filter(criteria or None)
+        matcher = plain_filter(criteria)
         if matcher is None or not _plain_path(field):
             return None
         snapshot = self.snapshot()
         try:
-            return snapshot.index(field).distinct(snapshot.select(criteria or None, matcher))
+            return snapshot.index(field).distinct(snapshot.select(criteria, matcher))
         except _NotPlain:
             return None
 
