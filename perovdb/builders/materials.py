@@ -187,8 +187,7 @@ class MaterialsBuilder(IncrementalBuilder):
         self._read_stored(stored, {material_id(key) for key in groups})
         calcs = self.calculations.query({"structure_id": {"$in": sorted(touched | others)}}, properties=_CALC_FIELDS)
         plan = self._compare(groups, calcs, stored)
-        new = sum(1 for key in groups if material_id(key) not in stored)
-        plan.total = self.materials.count() + new - len(plan.remove)
+        plan.total = self.materials.count() + plan.reasons.get("new", 0) - len(plan.remove)
         return plan
 
     def _plan_all(self) -> BuildPlan:

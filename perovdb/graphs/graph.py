@@ -122,9 +122,7 @@ class CrystalGraph:
     def equals(self, other: CrystalGraph) -> bool:
         """Same settings and identical arrays."""
         return self.settings_hash == other.settings_hash and all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name))
-            for f in fields(self)
-            if f.name != "settings_hash"
+            np.array_equal(getattr(self, name), getattr(other, name)) for name in _ARRAYS
         )
 
 

@@ -33,7 +33,6 @@ from alignn.models.alignn_atomwise_pure import (
     _bond_cosines,
     scatter_mean,
 )
-from torch import nn
 from torch.nn import functional as F
 
 
@@ -234,8 +233,3 @@ class FastALIGNNAtomWisePure(ALIGNNAtomWisePure):
         empty = torch.empty(1, device=r.device)
         return {"out": out, "additional": empty, "grad": empty, "stresses": empty, "atomwise_pred": empty}
 
-
-def _check_same_keys(fast: nn.Module, upstream: nn.Module) -> bool:
-    """Identical state_dict keys and shapes, in the same order (used by the tests)."""
-    a, b = fast.state_dict(), upstream.state_dict()
-    return list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)
