@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,49 +91,57 @@ def client_main(base: str, seconds: float, clients: int, spec_file: str, raw: bo
         await reader.readexactly(length)
         return int(lines[0].split(" ", 2)[1])
 
+    async def measure(offset: int, deadline: float, send: Callable[[int], Awaitable[int]],
+                      on_error: Callable[[], None] | None = None) -> None:
+        """Until ``deadline``, request the mix in turn from ``offset`` (``send(i)`` returns the status of
+        ``mix[i]``), recording each latency and each error; ``on_error`` drops a broken connection."""
+        k = offset
+        while time.perf_counter() < deadline:
+            i, k = k % len(mix), k + 1
+            start = time.perf_counter()
+            try:
+                status = await send(i)
+                if status != 200:
+                    errors.append(f"{mix[i][0]} {status}")
+            except Exception as error:  # noqa: BLE001  # a refused, dropped or timed-out connection is an error too
+                errors.append(f"{mix[i][0]} {type(error).__name__}")
+                if on_error is not None:
+                    on_error()
+            latencies.append(time.perf_counter() - start)
+
     async def raw_client(offset: int, deadline: float) -> None:
         """GET over one keep-alive connection; the body is read to its Content-Length."""
         url = urlsplit(base)
-        requests = [(path, f"GET {path}?{urlencode(params)} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+        requests = [f"GET {path}?{urlencode(params)} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
                     for path, params in mix]  # fmt: skip
         connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        k = offset
-        while time.perf_counter() < deadline:
-            path, request = requests[k % len(requests)]
-            k += 1
-            start = time.perf_counter()
-            try:
-                if connection is None:
-                    connection = await asyncio.open_connection(url.hostname, url.port)
-                reader, writer = connection
-                writer.write(request)
-                status = await asyncio.wait_for(read_response(reader), TIMEOUT)
-                if status != 200:
-                    errors.append(f"{path} {status}")
-            except Exception as error:  # noqa: BLE001  # a refused, dropped or timed-out connection is an error too
-                errors.append(f"{path} {type(error).__name__}")
-                if connection is not None:
-                    connection[1].close()
-                connection = None
-            latencies.append(time.perf_counter() - start)
-        if connection is not None:
-            connection[1].close()
+
+        async def send(i: int) -> int:
+            nonlocal connection
+            if connection is None:
+                connection = await asyncio.open_connection(url.hostname, url.port)
+            reader, writer = connection
+            writer.write(requests[i])
+            return await asyncio.wait_for(read_response(reader), TIMEOUT)
+
+        def close() -> None:
+            nonlocal connection
+            if connection is not None:
+                connection[1].close()
+            connection = None
+
+        await measure(offset, deadline, send, close)
+        close()
 
     async def client(offset: int, deadline: float) -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT, limits=limits) as http:
-            k = offset
-            while time.perf_counter() < deadline:
-                path, params = mix[k % len(mix)]
-                k += 1
-                start = time.perf_counter()
-                try:
-                    response = await http.get(path, params=params)
-                    if response.status_code != 200:
-                        errors.append(f"{path} {response.status_code}")
-                except Exception as error:  # a refused or dropped connection is an error too
-                    errors.append(f"{path} {type(error).__name__}")
-                latencies.append(time.perf_counter() - start)
+
+            async def send(i: int) -> int:
+                path, params = mix[i]
+                return (await http.get(path, params=params)).status_code
+
+            await measure(offset, deadline, send)
 
     async def run() -> None:
         deadline = time.perf_counter() + seconds
