@@ -54,3 +54,18 @@ def test_unsafe_filter_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["query", "structures", "--filter", '{"$where": "1"}', "--uri", "memory://"])
     assert result.exit_code == 3
     assert "$where" in result.output
+
+
+def test_serve_logs_each_request_only_when_asked(tmp_path, monkeypatch):
+    """``perovdb serve`` hands uvicorn the app with the access log off, unless ``--access-log``."""
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **kwargs: calls.append((app_, kwargs)))
+    uri = f"monty://{tmp_path / 'store'}"
+    for extra, logged in (([], False), (["--access-log"], True)):
+        result = runner.invoke(app, ["serve", "--uri", uri, "--port", "8765", *extra])
+        assert result.exit_code == 0, result.output
+        served, kwargs = calls[-1]
+        assert kwargs["access_log"] is logged and kwargs["port"] == 8765
+        assert any(getattr(route, "path", None) == "/structures" for route in served.routes)
