@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 INDEXES: dict[str, tuple[str, ...]] = {
     "structures": ("reduced_formula", "elements", "nsites", "origin", "perovskite.mixing_type", "last_updated"),
     "calculations": ("structure_id", "level_of_theory", "source.dataset", "last_updated"),
-    "materials": ("structure_ids", "reduced_formula", "elements", "group_key", "last_updated"),
+    "materials": ("structure_ids", "calculation_ids", "reduced_formula", "elements", "group_key", "last_updated"),
     "models": ("name", "target_property", "active", "last_updated"),
     "predictions": ("model_id", "structure_id", "property", "stale", "last_updated"),
     "evaluations": ("model_id", "property", "last_updated"),
@@ -92,9 +92,12 @@ def upsert(store: Store, docs: list[dict] | dict, key: list | str | None = None)
     collection = store._collection
     existing: dict[tuple, Any] = {}
     if len(fields) == 1:
-        # one projected scan, matched in Python: these backends test '$in' against every document (O(N·K))
         wanted = {k[0] for k in latest}
-        for d in store.query({}, properties=[fields[0]]):
+        if getattr(store, "indexed", False):  # an index answers '$in'
+            found = store.query({fields[0]: {"$in": list(wanted)}}, properties=[fields[0]])
+        else:  # one projected scan, matched in Python: mongomock tests '$in' against every document (O(N·K))
+            found = store.query({}, properties=[fields[0]])
+        for d in found:
             if d.get(fields[0]) in wanted:
                 existing[(d[fields[0]],)] = d["_id"]
     else:
@@ -228,8 +231,16 @@ class EmbeddedStore(MontyStore):
         self._coll = client[self.database_name][self.collection_name]
 
     def ensure_index(self, key: str, unique: bool | None = False) -> bool:
-        """montydb has no indexes: queries scan, which is fine at a laptop's scale."""
-        return False
+        """montydb has no indexes; on its "sqlite" storage perovdb keeps an in-memory index of ``key``,
+        updated after each write through this store (``update``, ``remove_docs``) and on first use after
+        writes by others. Uniqueness is not enforced (``update`` upserts by key)."""
+        file = self._sqlite_file
+        return file is not None and file.ensure_index(key)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether plain filters are answered from in-memory indexes (montydb's "sqlite" storage)."""
+        return self._sqlite_file is not None
 
     @property
     def _sqlite_file(self) -> embedded_scan.CollectionFile | None:
@@ -293,8 +304,19 @@ class EmbeddedStore(MontyStore):
         return super().count(criteria, hint=hint)
 
     def update(self, docs: list[dict] | dict, key: list | str | None = None) -> None:
-        """Upsert by key (see ``upsert``)."""
+        """Upsert by key (see ``upsert``), then bring the indexes up to date."""
         upsert(self, docs, key)
+        self._maintain()
+
+    def remove_docs(self, criteria: dict) -> None:
+        """maggma ``remove_docs``, then bring the indexes up to date."""
+        super().remove_docs(criteria)
+        self._maintain()
+
+    def _maintain(self) -> None:
+        file = self._sqlite_file
+        if file is not None:
+            file.maintain()
 
     def replace_by_id(self, docs: list[dict]) -> None:
         """Replace documents by ``_id`` in one storage transaction.

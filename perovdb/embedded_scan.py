@@ -39,14 +39,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import closing
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import bson
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion, TypeRegistry
 from bson.raw_bson import RawBSONDocument
 
 from perovdb.documents.base import naive_utc
@@ -314,17 +314,61 @@ _FIXED_SIZE = {1: 8, 7: 12, 8: 1, 9: 8, 10: 0, 16: 4, 17: 8, 18: 8, 19: 16, 6: 0
 #: with scope (the length includes itself), binary (+4 for the length, +1 for the subtype)
 _SIZED = {2: 4, 13: 4, 14: 4, 3: 0, 4: 0, 15: 0, 5: 5}
 _INT32 = struct.Struct("<i").unpack_from
+_INT64 = struct.Struct("<q").unpack_from
+_DOUBLE = struct.Struct("<d").unpack_from
 _INT32_PACK = struct.Struct("<i").pack
+_EPOCH = datetime(1970, 1, 1)
+
+
+@lru_cache(maxsize=4096)  # documents written together share their stamps
+def _naive_date(milliseconds: int) -> datetime:
+    """A BSON date (milliseconds since the epoch) as naive UTC."""
+    return _EPOCH + timedelta(0, 0, 0, milliseconds)
+
+
+def _native(options: CodecOptions) -> bool:
+    """Whether ``options`` decode strings, numbers and dates as Python's own types, dates as naive UTC."""
+    return (
+        options.type_registry == TypeRegistry()
+        and not options.tz_aware
+        and options.datetime_conversion == DatetimeConversion.DATETIME
+    )
+
+
+def _scalar_of(kind: int, raw: bytes, start: int, size: int, options: CodecOptions) -> tuple[bool, Any]:
+    """(decoded, value) of a string, date, double, int32, boolean or null value read straight from the
+    bytes, as ``bson.decode`` with ``options`` (``_native``) gives it; (False, None) for other types."""
+    if kind == 2:
+        return True, raw[start + 4 : start + size - 1].decode("utf-8", options.unicode_decode_error_handler)
+    if kind == 9:
+        try:
+            return True, _naive_date(_INT64(raw, start)[0])
+        except OverflowError:
+            return False, None
+    if kind == 1:
+        return True, _DOUBLE(raw, start)[0]
+    if kind == 16:
+        return True, _INT32(raw, start)[0]
+    if kind == 10:
+        return True, None
+    if kind == 8 and raw[start] in (0, 1):
+        return True, raw[start] == 1
+    return False, None
 
 
 class _Row(RawBSONDocument):
     """A stored document as raw BSON, whose top-level fields can be read one at a time."""
 
-    __slots__ = ("_plain_options",)
+    __slots__ = ("_plain_options", "_scalars")
 
-    def __init__(self, bson_bytes: bytes, codec_options: CodecOptions, plain_options: CodecOptions) -> None:
+    def __init__(
+        self, bson_bytes: bytes, codec_options: CodecOptions, plain_options: CodecOptions, scalars: bool = False
+    ) -> None:
+        """``scalars``: read strings, numbers and dates straight from the bytes (``plain_options`` decode
+        them as Python's own types: no type registry, naive dates)."""
         super().__init__(bson_bytes, codec_options)
         self._plain_options = plain_options
+        self._scalars = scalars
 
     def field(self, name: str) -> tuple[bool, Any]:
         """(found, value) of the top-level field ``name``, embedded documents as dicts.
@@ -346,6 +390,10 @@ class _Row(RawBSONDocument):
                     return (name in fields), fields.get(name)
                 size = _INT32(raw, start)[0] + extra
             if raw[position + 1 : start - 1] == key:
+                if self._scalars:
+                    decoded, value = _scalar_of(kind, raw, start, size, self._plain_options)
+                    if decoded:
+                        return True, value
                 element = raw[position : start + size]
                 single = _INT32_PACK(len(element) + 5) + element + b"\x00"
                 return True, bson.decode(single, codec_options=self._plain_options)[name]
@@ -364,26 +412,33 @@ class _Rows(Sequence):
         self.raw = raw
         self._options = codec_options.with_options(document_class=RawBSONDocument)
         self._plain_options = codec_options.with_options(document_class=dict)
+        self._scalars = _native(self._plain_options)
 
     def __len__(self) -> int:
         return len(self.raw)
 
     def __getitem__(self, position: int) -> _Row:  # type: ignore[override]
-        return _Row(self.raw[position], self._options, self._plain_options)
+        return _Row(self.raw[position], self._options, self._plain_options, self._scalars)
 
 
 def _rows_of(
     connection: sqlite3.Connection, codec_options: CodecOptions, previous: _Snapshot
-) -> tuple[list[str], _Rows]:
-    """(keys, documents) of the collection file; a row whose bytes equal those of ``previous`` keeps
-    the same ``bytes`` object, so what was cached of it stays valid."""
+) -> tuple[list[str], _Rows, set[str]]:
+    """(keys, documents, keys of the rows added, changed or removed since ``previous``) of the collection
+    file; a row whose bytes equal those of ``previous`` keeps the same ``bytes`` object, so what was
+    cached of it stays valid."""
     before = dict(zip(previous.keys, previous.documents.raw))
-    keys, raw = [], []
+    keys, raw, changed = [], [], set()
     for key, data in connection.execute("SELECT k, v FROM documents"):
-        old = before.get(key)
+        old = before.pop(key, None)
         keys.append(key)
-        raw.append(old if old is not None and old == data else data)
-    return keys, _Rows(raw, codec_options)
+        if old is not None and old == data:
+            raw.append(old)
+        else:
+            raw.append(data)
+            changed.add(key)
+    changed.update(before)
+    return keys, _Rows(raw, codec_options), changed
 
 
 class _FieldIndex:
@@ -513,6 +568,8 @@ def _index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
     if not found:
         return None
     if isinstance(value, list):
+        if all(type(v) is str for v in value):  # ids, elements…: the common case
+            return ("array", tuple(set(value)))
         indexable = tuple({v for v in value if _indexable(v)})
         if any(isinstance(v, (list, RawBSONDocument, dict)) for v in value):
             return ("nested array", indexable)
@@ -576,6 +633,15 @@ class _Snapshot:
             values.append(entry[1])
         self._derived[(kind, field)] = after
         return values
+
+    def derive_rows(self, fields: Iterable[str], keys: AbstractSet[str]) -> None:
+        """Derive the index entries of ``fields`` from the rows of ``keys`` now, so building those indexes
+        later reads no document (the indexes themselves are built on first use)."""
+        positions = [position for position, key in enumerate(self.keys) if key in keys]
+        for field in fields:
+            path, derived = field.split("."), self._derived.setdefault(("index", field), {})
+            for position in positions:
+                derived[self.keys[position]] = (self.documents.raw[position], _index_entry(self.documents[position], path))
 
     def index(self, field: str) -> _FieldIndex:
         with self._lock:
@@ -731,6 +797,28 @@ class CollectionFile:
         #: per (index or sort, path): per row key, (the row's bytes, what was derived from it)
         self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = {}
         self._built: dict[str, tuple[list[tuple | None], _FieldIndex]] = {}  # see ``_Snapshot``
+        self._declared: set[str] = set()  # fields given ``ensure_index``
+        self._pending: set[str] = set()  # keys of the rows read since whose entries were not derived
+
+    def ensure_index(self, field: str) -> bool:
+        """Keep an index of ``field`` current from now on (see ``maintain``); False for a path this module
+        does not index."""
+        if not _plain_path(field):
+            return False
+        self._declared.add(field)
+        return True
+
+    def maintain(self) -> None:
+        """After a write: read the new version and derive the declared indexes' entries from the rows
+        changed since the file was first read, as MongoDB updates its indexes on write, so the next query
+        on them decodes no document."""
+        if not self._declared:
+            return
+        snapshot = self.snapshot()
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        if pending:
+            snapshot.derive_rows(sorted(self._declared), pending)
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -741,7 +829,7 @@ class CollectionFile:
         if self._connection is not None:
             self._connection.close()
         self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
-        self._projections, self._derived, self._built = {}, {}, {}
+        self._projections, self._derived, self._built, self._pending = {}, {}, {}, set()
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
@@ -758,14 +846,16 @@ class CollectionFile:
                 self._identity = identity
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # read after taking the version: a commit in between reads again
-                previous = self._snapshot
-                rows = _rows_of(self._connection, self.codec_options, previous)
-                self._snapshot = _Snapshot(*rows, self._derived, self._built)
+                first = self._version is None  # the rows this process finds on opening are derived on use
+                keys, documents, changed = _rows_of(self._connection, self.codec_options, self._snapshot)
+                self._snapshot = _Snapshot(keys, documents, self._derived, self._built)
                 self._version = version
-                current = dict(zip(self._snapshot.keys, self._snapshot.documents.raw))
                 for held in (self._projections, self._derived):  # drop what came from changed rows
-                    for name, cache in list(held.items()):
-                        held[name] = {key: entry for key, entry in dict(cache).items() if current.get(key) is entry[0]}
+                    for cache in list(held.values()):
+                        for key in changed:
+                            cache.pop(key, None)
+                if self._declared and not first:
+                    self._pending |= changed
             return self._snapshot
 
     def state(self, settle: float = 0.05) -> str | None:

@@ -29,6 +29,7 @@ class MaterialDoc(PerovdbDocument):
     group_key: str = Field(description="Composition (per site) and phase: the matching rule, see README.")
     structure_id: str = Field(description="Representative structure (of the preferred level's calculation).")
     structure_ids: list[str] = Field(description="All structures of this compound and phase (e.g. PBE and HSE06 geometries).")
+    calculation_ids: list[str] = Field(default_factory=list, description="Calculations that contributed.")
     formula: str = Field(description="Full formula of the cell.")
     reduced_formula: str = Field(description="Reduced formula.")
     elements: list[str] = Field(description="Elements, sorted.")
@@ -45,6 +46,5 @@ class MaterialDoc(PerovdbDocument):
     experimental: dict[str, PropertyValue] = Field(
         default_factory=dict, description="property → measured value, kept apart from computed ones."
     )
-    calculation_ids: list[str] = Field(default_factory=list, description="Calculations that contributed.")
     inputs_last_updated: datetime = Field(description="Newest last_updated among the inputs (for incremental builds).")
     builder_version: str = Field(description="Version of the builder that made this document.")
