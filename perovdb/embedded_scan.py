@@ -16,7 +16,7 @@ over each, with no indexes. Here (``CollectionFile``):
 
 Only queries whose meaning is plain are taken here, so results equal montydb's (a test compares them):
 
-- filters: fields (dotted paths through embedded documents) with a string or number, ``$eq``, ``$in``
+- filters: fields (dotted paths through embedded documents) with a string, number or boolean, ``$eq``, ``$in``
   (an array field matches when an element does), ``$all``, ``$gt``/``$gte``/``$lt``/``$lte`` with
   numbers or dates, ``$ne`` with a string, number or null; ``$and`` and ``$or`` of such filters;
 - projections of fields to include; sorting by fields holding null, numbers, strings, booleans or
@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import closing
@@ -149,16 +150,30 @@ def _contains_all(required: set) -> Callable[[Any], bool]:
     return test
 
 
+def _is(flag: bool) -> Callable[[Any], bool]:
+    """MongoDB's ``{field: flag}`` for a boolean: the value, or an element of an array value, is that boolean
+    (never the number 1 or 0)."""
+
+    def test(value: Any) -> bool:
+        return value is flag or (isinstance(value, list) and any(v is flag for v in value))
+
+    return test
+
+
 def _field_test(condition: Any) -> Callable[[Any], bool] | None:
     """The test a field's value must pass, or None when the condition is not plain."""
     if _scalar(condition):
         return equals_one_of({condition})
+    if isinstance(condition, bool):
+        return _is(condition)
     if not isinstance(condition, dict) or not condition:
         return None
     tests, bounds, kinds = [], [], set()
     for op, argument in condition.items():
         if op == "$eq" and _scalar(argument):
             tests.append(equals_one_of({argument}))
+        elif op == "$eq" and isinstance(argument, bool):
+            tests.append(_is(argument))
         elif op == "$in" and isinstance(argument, (list, tuple, set)) and all(_scalar(v) for v in argument):
             tests.append(equals_one_of(set(argument)))
         elif op == "$all" and isinstance(argument, (list, tuple)) and argument and all(_scalar(v) for v in argument):
@@ -451,43 +466,89 @@ class _FieldIndex:
     for ranges, and ``nested_arrays`` (an array holding arrays or documents) for ``$all``.
     """
 
+    _LISTS = ("through_array", "arrays", "nested_arrays", "unindexed")
+
     def __init__(self, entries: list[tuple | None]) -> None:
         """From each document's ``_index_entry``."""
-        self.values: dict[Any, list[int]] = {}
-        pairs: dict[str, list[tuple[Any, int]]] = {"number": [], "date": []}
+        #: positions as tuples, which the cyclic garbage collector stops tracking (an index holds thousands)
+        self.values: dict[Any, tuple[int, ...]] = {}
+        listed: dict[Any, list[int]] = {}
         self.through_array: list[int] = []
         self.arrays: list[int] = []
         self.nested_arrays: list[int] = []
         self.unindexed: list[int] = []  # a value at the path that is neither string nor number (null, date…)
-        self._sets: dict[Any, frozenset[int]] = {}
-        self.range_positions = lru_cache(maxsize=16)(self._range_positions)  # the last few ranges asked for
+        pairs: dict[str, list[tuple[Any, int]]] = {"number": [], "date": []}
         for position, entry in enumerate(entries):
-            if entry is None:
-                continue
-            kind, value = entry
-            if kind == "through array":
-                self.through_array.append(position)
-            elif kind == "other":
-                self.unindexed.append(position)
-            elif kind == "date":
-                self.unindexed.append(position)
-                pairs["date"].append((value, position))
-            elif kind == "scalar":
-                self.values.setdefault(value, []).append(position)
-                if _number(value):
-                    pairs["number"].append((value, position))
-            else:
-                self.arrays.append(position)
-                if kind == "nested array":
-                    self.nested_arrays.append(position)
-                elif kind == "array with others":
-                    self.unindexed.append(position)
-                for element in value:
-                    self.values.setdefault(element, []).append(position)
+            if entry is not None:
+                for target, value in _index_parts(entry):
+                    if target == "values":
+                        listed.setdefault(value, []).append(position)
+                    elif target in pairs:
+                        pairs[target].append((value, position))
+                    else:
+                        getattr(self, target).append(position)
+        self.values = {value: tuple(positions) for value, positions in listed.items()}
         self.ordered: dict[str, tuple[list[Any], list[int]]] = {}
         for kind, found in pairs.items():
             found.sort()
             self.ordered[kind] = ([value for value, _ in found], [position for _, position in found])
+        self._caches()
+
+    def _caches(self) -> None:
+        self._sets: dict[Any, frozenset[int]] = {}
+        self.range_positions = lru_cache(maxsize=16)(self._range_positions)  # the last few ranges asked for
+
+    def patched(self, before: list[tuple | None], entries: list[tuple | None]) -> _FieldIndex | None:
+        """The index of ``entries``, made from this one (of ``before``) by changing only the documents whose
+        entries differ (positions of ``before`` kept, documents added at the end); None when documents were
+        removed or more than a sixteenth of them changed: then building anew is as cheap."""
+        if len(entries) < len(before):
+            return None
+        changed = [p for p, (old, new) in enumerate(zip(before, entries)) if old is not new and old != new]
+        changed += range(len(before), len(entries))
+        if not changed:
+            return self
+        if len(changed) > max(64, len(entries) // 16):
+            return None
+        drop: dict[tuple[str, Any], set[int]] = defaultdict(set)
+        add: dict[tuple[str, Any], list[int]] = defaultdict(list)
+        for position in changed:
+            if position < len(before) and before[position] is not None:
+                for part in _index_parts(before[position]):
+                    drop[part].add(position)
+            if entries[position] is not None:
+                for part in _index_parts(entries[position]):
+                    add[part].append(position)
+        index = object.__new__(_FieldIndex)
+        index.values = dict(self.values)
+        for name in self._LISTS:
+            setattr(index, name, getattr(self, name))
+        index.ordered = dict(self.ordered)
+        for kind in {part[0] for part in (*drop, *add)}:
+            gone = set().union(*(p for (target, _), p in drop.items() if target == kind))
+            new = [(p, value) for (target, value), ps in add.items() if target == kind for p in ps]
+            if kind == "values":
+                for value in {value for target, value in (*drop, *add) if target == "values"}:
+                    dropped, added = drop.get(("values", value), ()), add.get(("values", value), ())
+                    kept = (*(p for p in index.values.get(value, ()) if p not in dropped), *added)
+                    if kept:
+                        index.values[value] = kept
+                    else:
+                        index.values.pop(value, None)
+            elif kind in index.ordered:
+                values, positions = index.ordered[kind]
+                kept = [i for i, p in enumerate(positions) if p not in gone] if gone else range(len(positions))
+                values, positions = [values[i] for i in kept], [positions[i] for i in kept]
+                for position, value in sorted(new, key=lambda pair: pair[1]):
+                    place = bisect_right(values, value)
+                    values.insert(place, value)
+                    positions.insert(place, position)
+                index.ordered[kind] = (values, positions)
+            else:
+                listed = [p for p in getattr(index, kind) if p not in gone] + [p for p, _ in new]
+                setattr(index, kind, listed)
+        index._caches()
+        return index
 
     def candidates(self, condition: Any) -> tuple[frozenset[int], bool] | None:
         """(positions that may match ``condition``, whether exactly those match), or None if it cannot say."""
@@ -503,7 +564,7 @@ class _FieldIndex:
                 wanted = [argument] if op == "$eq" else list(argument)
                 if not all(_indexable(v) for v in wanted):
                     return None
-                part = _with(frozenset().union(*map(self.positions, wanted)), self.through_array)
+                part = _with(self.positions(wanted[0]) if len(wanted) == 1 else self._union(wanted), self.through_array)
                 exact = exact and not self.through_array
             elif op == "$all":
                 if not all(_indexable(v) for v in argument):
@@ -549,12 +610,39 @@ class _FieldIndex:
         """The documents of the sorted values of ``kind`` from ``start`` to ``stop``."""
         return frozenset(self.ordered[kind][1][start:stop])
 
+    def _union(self, values: list[Any]) -> frozenset[int]:
+        """The documents holding any of ``values`` (not kept: long lists of ids are rarely asked twice)."""
+        found: set[int] = set()
+        for value in values:
+            found.update(self.values.get(value, ()))
+        return frozenset(found)
+
     def positions(self, value: Any) -> frozenset[int]:
         """The documents holding ``value`` at the path (or in an array there)."""
         found = self._sets.get(value)
         if found is None:
             found = self._sets[value] = frozenset(self.values.get(value, ()))
         return found
+
+
+def _index_parts(entry: tuple) -> list[tuple[str, Any]]:
+    """Where an ``_index_entry`` puts its document in a ``_FieldIndex``: ("values", a value), ("number" or
+    "date", a value in that sorted order), or (the name of a list of positions, None)."""
+    kind, value = entry
+    if kind == "scalar":
+        return [("values", value), ("number", value)] if _number(value) else [("values", value)]
+    if kind == "date":
+        return [("unindexed", None), ("date", value)]
+    if kind == "through array":
+        return [("through_array", None)]
+    if kind == "other":
+        return [("unindexed", None)]
+    parts = [("arrays", None)]
+    if kind == "nested array":
+        parts.append(("nested_arrays", None))
+    elif kind == "array with others":
+        parts.append(("unindexed", None))
+    return parts + [("values", element) for element in value]
 
 
 def _index_entry(document: RawBSONDocument, path: list[str]) -> tuple | None:
@@ -605,9 +693,16 @@ class _Snapshot:
     """The documents of one committed version of a collection file, with indexes and sort orders built
     on first use."""
 
-    def __init__(self, keys: list[str], documents: _Rows, derived: dict, built: dict | None = None) -> None:
+    def __init__(
+        self, keys: list[str], documents: _Rows, derived: dict, built: dict | None = None, columns: dict | None = None
+    ) -> None:
         self.keys = keys  # montydb's row keys
         self.documents = documents
+        #: per (kind, path): (keys, rows, what was derived from each) of the latest version derived, so a
+        #: version with the same keys re-derives only the rows whose bytes changed, by position
+        self._columns: dict[tuple[str, str], tuple[list[str], list[bytes], list[Any]]] = (
+            {} if columns is None else columns
+        )
         #: per (kind, path): per row key, (the row's bytes, what was derived from it), shared with the
         #: versions before and after this one, so an unchanged row is never decoded again
         self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = derived
@@ -622,16 +717,30 @@ class _Snapshot:
     def _each(self, kind: str, field: str, derive: Callable[[RawBSONDocument, list[str]], Any]) -> list[Any]:
         """``derive(document, path)`` of every document, reusing what was derived from unchanged rows."""
         path, rows, documents = field.split("."), self.documents.raw, self.documents
-        before = self._derived.get((kind, field), {})
-        after: dict[str, tuple[bytes, Any]] = {}
-        values = []
-        for position, key in enumerate(self.keys):
-            entry = before.get(key)
-            if entry is None or entry[0] is not rows[position]:
-                entry = (rows[position], derive(documents[position], path))
-            after[key] = entry
-            values.append(entry[1])
-        self._derived[(kind, field)] = after
+        column = self._columns.get((kind, field))
+        if column is not None and self.keys[: len(column[0])] == column[0]:
+            # the same rows in the same places, maybe more at the end: derive the changed and the added
+            derived = self._derived.setdefault((kind, field), {})
+            values = [*column[2], *([None] * (len(rows) - len(column[2])))]
+            changed = [p for p, (new, old) in enumerate(zip(rows, column[1])) if new is not old]
+            for position in [*changed, *range(len(column[1]), len(rows))]:
+                key = self.keys[position]
+                entry = derived.get(key)
+                if entry is None or entry[0] is not rows[position]:
+                    entry = derived[key] = (rows[position], derive(documents[position], path))
+                values[position] = entry[1]
+        else:
+            before = self._derived.get((kind, field), {})
+            after: dict[str, tuple[bytes, Any]] = {}
+            values = []
+            for position, key in enumerate(self.keys):
+                entry = before.get(key)
+                if entry is None or entry[0] is not rows[position]:
+                    entry = (rows[position], derive(documents[position], path))
+                after[key] = entry
+                values.append(entry[1])
+            self._derived[(kind, field)] = after
+        self._columns[(kind, field)] = (self.keys, rows, values)
         return values
 
     def derive_rows(self, fields: Iterable[str], keys: AbstractSet[str]) -> None:
@@ -644,12 +753,28 @@ class _Snapshot:
                 derived[self.keys[position]] = (self.documents.raw[position], _index_entry(self.documents[position], path))
 
     def index(self, field: str) -> _FieldIndex:
+        """The index of ``field`` (patched from the latest one built when few documents changed)."""
+        found = self._index(field, build=True)
+        assert found is not None
+        return found
+
+    def patch_index(self, field: str) -> None:
+        """Bring the latest index built of ``field`` up to this version if few documents changed."""
+        if field in self._built:
+            self._index(field, build=False)
+
+    def _index(self, field: str, build: bool) -> _FieldIndex | None:
         with self._lock:
             if field not in self._indexes:
                 entries = self._each("index", field, _index_entry)
                 previous = self._built.get(field)
-                if previous is None or previous[0] != entries:
-                    previous = self._built[field] = (entries, _FieldIndex(entries))
+                if previous is None or previous[0] is not entries:
+                    index = previous[1].patched(previous[0], entries) if previous is not None else None
+                    if index is None:
+                        if not build:
+                            return None
+                        index = _FieldIndex(entries)
+                    previous = self._built[field] = (entries, index)
                 self._indexes[field] = previous[1]
             return self._indexes[field]
 
@@ -797,8 +922,10 @@ class CollectionFile:
         #: per (index or sort, path): per row key, (the row's bytes, what was derived from it)
         self._derived: dict[tuple[str, str], dict[str, tuple[bytes, Any]]] = {}
         self._built: dict[str, tuple[list[tuple | None], _FieldIndex]] = {}  # see ``_Snapshot``
+        self._columns: dict[tuple[str, str], tuple[list[str], list[bytes], list[Any]]] = {}  # see ``_Snapshot``
         self._declared: set[str] = set()  # fields given ``ensure_index``
         self._pending: set[str] = set()  # keys of the rows read since whose entries were not derived
+        self._absent = False  # the file did not exist when last looked at
 
     def ensure_index(self, field: str) -> bool:
         """Keep an index of ``field`` current from now on (see ``maintain``); False for a path this module
@@ -809,9 +936,10 @@ class CollectionFile:
         return True
 
     def maintain(self) -> None:
-        """After a write: read the new version and derive the declared indexes' entries from the rows
+        """After a write: read the new version and bring the declared indexes up to date with the rows
         changed since the file was first read, as MongoDB updates its indexes on write, so the next query
-        on them decodes no document."""
+        on them decodes no document (an index already built is patched when few rows changed; the others
+        are built from the derived entries on first use)."""
         if not self._declared:
             return
         snapshot = self.snapshot()
@@ -819,6 +947,8 @@ class CollectionFile:
             pending, self._pending = self._pending, set()
         if pending:
             snapshot.derive_rows(sorted(self._declared), pending)
+            for field in sorted(self._declared):
+                snapshot.patch_index(field)
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -829,7 +959,7 @@ class CollectionFile:
         if self._connection is not None:
             self._connection.close()
         self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
-        self._projections, self._derived, self._built, self._pending = {}, {}, {}, set()
+        self._projections, self._derived, self._built, self._columns, self._pending = {}, {}, {}, {}, set()
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
@@ -838,6 +968,7 @@ class CollectionFile:
                 status = os.stat(self.path)
             except FileNotFoundError:
                 self._release()
+                self._absent = True
                 return _empty()
             identity = (status.st_dev, status.st_ino)
             if self._connection is None or identity != self._identity:
@@ -846,15 +977,18 @@ class CollectionFile:
                 self._identity = identity
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # read after taking the version: a commit in between reads again
-                first = self._version is None  # the rows this process finds on opening are derived on use
+                # the rows found on opening an existing file are derived on use; a file created since it was
+                # found absent holds new rows only
+                opening = self._version is None and not self._absent
+                self._absent = False
                 keys, documents, changed = _rows_of(self._connection, self.codec_options, self._snapshot)
-                self._snapshot = _Snapshot(keys, documents, self._derived, self._built)
+                self._snapshot = _Snapshot(keys, documents, self._derived, self._built, self._columns)
                 self._version = version
                 for held in (self._projections, self._derived):  # drop what came from changed rows
                     for cache in list(held.values()):
                         for key in changed:
                             cache.pop(key, None)
-                if self._declared and not first:
+                if self._declared and not opening:
                     self._pending |= changed
             return self._snapshot
 
