@@ -501,14 +501,14 @@ class _FieldIndex:
     def patched(self, before: list[tuple | None], entries: list[tuple | None]) -> _FieldIndex | None:
         """The index of ``entries``, made from this one (of ``before``) by changing only the documents whose
         entries differ (positions of ``before`` kept, documents added at the end); None when documents were
-        removed or more than a sixteenth of them changed: then building anew is as cheap."""
+        removed or more than half of them changed: then building anew is as cheap."""
         if len(entries) < len(before):
             return None
         changed = [p for p, (old, new) in enumerate(zip(before, entries)) if old is not new and old != new]
         changed += range(len(before), len(entries))
         if not changed:
             return self
-        if len(changed) > max(64, len(entries) // 16):
+        if len(changed) > max(64, len(entries) // 2):
             return None
         drop: dict[tuple[str, Any], set[int]] = defaultdict(set)
         add: dict[tuple[str, Any], list[int]] = defaultdict(list)
@@ -539,10 +539,14 @@ class _FieldIndex:
                 values, positions = index.ordered[kind]
                 kept = [i for i, p in enumerate(positions) if p not in gone] if gone else range(len(positions))
                 values, positions = [values[i] for i in kept], [positions[i] for i in kept]
-                for position, value in sorted(new, key=lambda pair: pair[1]):
-                    place = bisect_right(values, value)
-                    values.insert(place, value)
-                    positions.insert(place, position)
+                if len(new) <= 64:
+                    for position, value in sorted(new, key=lambda pair: pair[1]):
+                        place = bisect_right(values, value)
+                        values.insert(place, value)
+                        positions.insert(place, position)
+                else:  # many: one sort of the two runs
+                    pairs = sorted([*zip(values, positions), *((value, p) for p, value in new)])
+                    values, positions = [value for value, _ in pairs], [p for _, p in pairs]
                 index.ordered[kind] = (values, positions)
             else:
                 listed = [p for p in getattr(index, kind) if p not in gone] + [p for p, _ in new]
@@ -758,10 +762,11 @@ class _Snapshot:
         assert found is not None
         return found
 
-    def patch_index(self, field: str) -> None:
-        """Bring the latest index built of ``field`` up to this version if few documents changed."""
-        if field in self._built:
-            self._index(field, build=False)
+    def keep_index(self, field: str) -> None:
+        """Bring the latest index built of ``field`` up to this version when that is a patch, or build it when
+        every document's entry is derived already; else leave it to be built on first use."""
+        derived = self._derived.get(("index", field), {})
+        self._index(field, build=field not in self._built and len(derived) == len(self.keys))
 
     def _index(self, field: str, build: bool) -> _FieldIndex | None:
         with self._lock:
@@ -948,7 +953,7 @@ class CollectionFile:
         if pending:
             snapshot.derive_rows(sorted(self._declared), pending)
             for field in sorted(self._declared):
-                snapshot.patch_index(field)
+                snapshot.keep_index(field)
 
     def close(self) -> None:
         """Release the connection and the documents held."""
