@@ -120,7 +120,7 @@ class StructureDoc(PerovdbDocument):
             structure_id = geometry_id(structure)
         return cls(
             structure_id=structure_id,
-            structure=structure.as_dict(),
+            structure=structure_dict(structure),
             formula=composition.formula,
             reduced_formula=composition.reduced_formula,
             elements=elements,
@@ -177,6 +177,16 @@ def check_physical(structure: Structure, composition: Composition | None = None)
                 f"{d:.3f} Å apart (< {MIN_DISTANCE} Å)",
                 field="structure",
             )
+
+
+def structure_dict(structure: Structure) -> dict[str, Any]:
+    """pymatgen's ``as_dict()`` with its one tuple (``lattice.pbc``) as a list, as stored documents hold it:
+    the document is then plain JSON types and is written without a sanitising pass."""
+    data = structure.as_dict()
+    lattice = data.get("lattice")
+    if isinstance(lattice, dict) and isinstance(lattice.get("pbc"), tuple):
+        lattice["pbc"] = list(lattice["pbc"])
+    return data
 
 
 def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -> str:
