@@ -39,7 +39,6 @@ from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import closing
 from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import islice
@@ -966,6 +965,22 @@ class CollectionFile:
         self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
         self._projections, self._derived, self._built, self._columns, self._pending = {}, {}, {}, {}, set()
 
+    def _open(self, status: os.stat_result) -> sqlite3.Connection:
+        """The connection reading the file (``status``: its current stat), opened again when it was replaced.
+
+        It never writes a document; it is read-write only to checkpoint the write-ahead log (``state``): a
+        checkpoint through another connection would change ``data_version`` here, as a commit does, and
+        the next read would take every row again.
+        """
+        identity = (status.st_dev, status.st_ino)
+        if self._connection is None or identity != self._identity:
+            self._release()
+            self._connection = sqlite3.connect(
+                f"file:{self.path}?mode=rw", uri=True, check_same_thread=False, timeout=1.0
+            )
+            self._identity = identity
+        return self._connection
+
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
         with self._lock:
@@ -975,18 +990,14 @@ class CollectionFile:
                 self._release()
                 self._absent = True
                 return _empty()
-            identity = (status.st_dev, status.st_ino)
-            if self._connection is None or identity != self._identity:
-                self._release()
-                self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-                self._identity = identity
-            version = self._connection.execute("PRAGMA data_version").fetchone()[0]
+            connection = self._open(status)
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # read after taking the version: a commit in between reads again
                 # the rows found on opening an existing file are derived on use; a file created since it was
                 # found absent holds new rows only
                 opening = self._version is None and not self._absent
                 self._absent = False
-                keys, documents, changed = _rows_of(self._connection, self.codec_options, self._snapshot)
+                keys, documents, changed = _rows_of(connection, self.codec_options, self._snapshot)
                 self._snapshot = _Snapshot(keys, documents, self._derived, self._built, self._columns)
                 self._version = version
                 for held in (self._projections, self._derived):  # drop what came from changed rows
@@ -1021,7 +1032,8 @@ class CollectionFile:
         wal = self.path.with_name(self.path.name + "-wal")
         try:
             if wal.exists() and wal.stat().st_size:
-                with closing(sqlite3.connect(self.path, timeout=1.0)) as connection:
+                with self._lock:
+                    connection = self._open(os.stat(self.path))
                     busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 if busy:
                     return None

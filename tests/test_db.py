@@ -459,3 +459,22 @@ def test_field_index_patched_after_writes_equals_a_fresh_build():
     assert index.patched(before, list(before)) is index  # nothing changed
     assert index.patched(before, before[:-1]) is None  # a removal: built anew
     assert index.patched(before, entries([{"v": "new"}] * len(before))) is None  # most changed: built anew
+
+
+def test_embedded_state_token_changes_with_writes_only(tmp_path):
+    """The embedded store's state token changes with every write and only then; telling it (which
+    checkpoints SQLite's log) does not make the next read take every document again."""
+    uri = f"monty://{tmp_path / 'db'}"
+    db = connect(uri, settings=Settings(uri=uri))
+    store = db.store("scratch", key="k")
+    store.update([{"k": str(n), "v": n} for n in range(50)])
+    tokens = [store.state()]
+    for n in (3, 4):  # writes that leave SQLite's write-ahead log holding them
+        store.update([{"k": str(n), "v": -n}])
+        read = store._sqlite_file.snapshot()
+        tokens.append(store.state())
+        assert store._sqlite_file.snapshot() is read  # the checkpoint is not taken for a commit
+        assert store.state() == tokens[-1]
+        assert [d["v"] for d in store.query({"k": str(n)})] == [-n]
+    assert None not in tokens and len(set(tokens)) == 3
+    db.close()
