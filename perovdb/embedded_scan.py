@@ -756,31 +756,22 @@ class _Snapshot:
                 derived[self.keys[position]] = (self.documents.raw[position], _index_entry(self.documents[position], path))
 
     def index(self, field: str) -> _FieldIndex:
-        """The index of ``field`` (patched from the latest one built when few documents changed)."""
-        found = self._index(field, build=True)
-        assert found is not None
-        return found
-
-    def keep_index(self, field: str) -> None:
-        """Bring the latest index built of ``field`` up to this version when that is a patch, or build it when
-        every document's entry is derived already; else leave it to be built on first use."""
-        derived = self._derived.get(("index", field), {})
-        self._index(field, build=field not in self._built and len(derived) == len(self.keys))
-
-    def _index(self, field: str, build: bool) -> _FieldIndex | None:
+        """The index of ``field`` (patched from the latest one built when at most half the documents changed)."""
         with self._lock:
             if field not in self._indexes:
                 entries = self._each("index", field, _index_entry)
                 previous = self._built.get(field)
                 if previous is None or previous[0] is not entries:
                     index = previous[1].patched(previous[0], entries) if previous is not None else None
-                    if index is None:
-                        if not build:
-                            return None
-                        index = _FieldIndex(entries)
-                    previous = self._built[field] = (entries, index)
+                    previous = self._built[field] = (entries, index or _FieldIndex(entries))
                 self._indexes[field] = previous[1]
             return self._indexes[field]
+
+    def keep_index(self, field: str) -> None:
+        """Bring the index of ``field`` up to this version when one was built before or every document's
+        entry is derived already (no document is read); else leave it to be built on first use."""
+        if field in self._built or len(self._derived.get(("index", field), ())) == len(self.keys):
+            self.index(field)
 
     def _sort_columns(self, order: list[tuple[list[str], bool]]) -> list[list[tuple[int, Any] | None]]:
         """Per sort path, every document's sort key (None where this module does not sort the value)."""

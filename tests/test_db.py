@@ -101,6 +101,16 @@ def test_ensure_indexes_never_fails(db):
             patch.setattr(embedded_scan, "_index_entry", lambda *args: read.append(args) or None)
             assert queried() == (["s-1", "s-2"], ["s-0", "s-1", "s-2"])
         assert read == []
+        # another process opening the store: a write derives the entries of its own rows only
+        reopened = connect(db.uri, settings=db.settings)
+        reopened.structures.count()  # opens the file
+        read = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(embedded_scan, "_index_entry", lambda *args: read.append(".".join(args[1])) or None)
+            reopened.structures.update([{"structure_id": "s-3", "last_updated": datetime(2026, 1, 9)}])
+        # (the key's index answers the upsert's lookup: a query, so built from every row on first use)
+        assert sorted(f for f in read if f != "structure_id") == sorted(set(created["structures"]) - {"structure_id"})
+        reopened.close()
 
 
 def test_artifacts_round_trip(db):
