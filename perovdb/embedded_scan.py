@@ -9,8 +9,10 @@ over each, with no indexes. Here (``CollectionFile``):
 - a document is wrapped in a ``RawBSONDocument`` when it is read, so its top-level fields are tested
   without decoding nested documents, and only what is returned is decoded;
 - equality, ``$in``, ``$all`` and ranges of numbers or dates are narrowed through field indexes, and sorts through
-  orders, both built on first use for each version; the last few selections are kept (the count of
-  the page just read is free), and projections are kept as BSON per document until it changes;
+  orders, both built on first use; an index is patched, not rebuilt, when few documents changed, and
+  the fields given ``ensure_index`` are kept current by writes through the store (``maintain``); the
+  last few selections are kept (the count of the page just read is free), and projections are kept as
+  BSON per document until it changes;
 - ``state()`` gives a token that changes with every write, so a builder can tell in milliseconds that
   nothing changed since its last run.
 
@@ -747,8 +749,8 @@ class _Snapshot:
         return values
 
     def derive_rows(self, fields: Iterable[str], keys: AbstractSet[str]) -> None:
-        """Derive the index entries of ``fields`` from the rows of ``keys`` now, so building those indexes
-        later reads no document (the indexes themselves are built on first use)."""
+        """Derive the index entries of ``fields`` from the rows of ``keys`` now, so building or patching those
+        indexes later reads no document."""
         positions = [position for position, key in enumerate(self.keys) if key in keys]
         for field in fields:
             path, derived = field.split("."), self._derived.setdefault(("index", field), {})
@@ -901,7 +903,8 @@ class CollectionFile:
     The documents are read (undecoded) once per committed version of the file: SQLite's
     ``data_version`` tells when another connection, in this process or another, has committed since, and
     the file's identity when it was replaced. Indexes of the filtered and sorted fields are built on
-    first use for each version, so repeated queries cost a set lookup instead of a scan.
+    first use (patched from the previous version's when few documents changed), so repeated queries
+    cost a set lookup instead of a scan; declared fields (``ensure_index``) are kept current on write.
     """
 
     def __init__(self, path: Path, codec_options: CodecOptions) -> None:
