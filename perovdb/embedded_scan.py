@@ -944,8 +944,9 @@ class CollectionFile:
         with self._lock:
             pending, self._pending = self._pending, set()
         if pending:
-            snapshot.derive_rows(sorted(self._declared), pending)
-            for field in sorted(self._declared):
+            fields = sorted(self._declared)
+            snapshot.derive_rows(fields, pending)
+            for field in fields:
                 snapshot.keep_index(field)
 
     def close(self) -> None:
@@ -964,16 +965,21 @@ class CollectionFile:
 
         It never writes a document; it is read-write only to checkpoint the write-ahead log (``state``): a
         checkpoint through another connection would change ``data_version`` here, as a commit does, and
-        the next read would take every row again.
+        the next read would take every row again. A file this process may not write is opened read-only
+        (then ``state`` cannot checkpoint and says None).
         """
         identity = (status.st_dev, status.st_ino)
         if self._connection is None or identity != self._identity:
             self._release()
-            self._connection = sqlite3.connect(
-                f"file:{self.path}?mode=rw", uri=True, check_same_thread=False, timeout=1.0
-            )
+            try:
+                self._connection = self._connect("rw")
+            except sqlite3.OperationalError:
+                self._connection = self._connect("ro")
             self._identity = identity
         return self._connection
+
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False, timeout=1.0)
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""

@@ -488,3 +488,29 @@ def test_embedded_state_token_changes_with_writes_only(tmp_path):
         assert [d["v"] for d in store.query({"k": str(n)})] == [-n]
     assert None not in tokens and len(set(tokens)) == 3
     db.close()
+
+
+def test_embedded_store_reads_a_file_it_may_not_write(tmp_path, monkeypatch):
+    """A collection file that cannot be opened for writing (a read-only copy) is still read from the file,
+    through its indexes."""
+    import sqlite3
+
+    from perovdb import embedded_scan
+
+    uri = f"monty://{tmp_path / 'db'}"
+    db = connect(uri, settings=Settings(uri=uri))
+    db.store("scratch", key="k").update([{"k": str(n), "n": n} for n in range(20)])
+    db.close()
+    connect_sqlite = sqlite3.connect
+
+    def read_only(target, *args, **kwargs):
+        if "mode=rw" in str(target):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return connect_sqlite(target, *args, **kwargs)
+
+    monkeypatch.setattr(embedded_scan.sqlite3, "connect", read_only)
+    reader = connect(uri, settings=Settings(uri=uri))
+    store = reader.store("scratch", key="k")
+    assert sorted(d["k"] for d in store.query({"n": {"$gte": 15}}, properties=["k"])) == ["15", "16", "17", "18", "19"]
+    assert store._sqlite_file._connection is not None  # answered from the file, not by montydb
+    reader.close()
