@@ -526,8 +526,6 @@ class _FieldIndex:
             setattr(index, name, getattr(self, name))
         index.ordered = dict(self.ordered)
         for kind in {part[0] for part in (*drop, *add)}:
-            gone = set().union(*(p for (target, _), p in drop.items() if target == kind))
-            new = [(p, value) for (target, value), ps in add.items() if target == kind for p in ps]
             if kind == "values":
                 for value in {value for target, value in (*drop, *add) if target == "values"}:
                     dropped, added = drop.get(("values", value), ()), add.get(("values", value), ())
@@ -536,7 +534,10 @@ class _FieldIndex:
                         index.values[value] = kept
                     else:
                         index.values.pop(value, None)
-            elif kind in index.ordered:
+                continue
+            gone = set().union(*(p for (target, _), p in drop.items() if target == kind))
+            new = [(p, value) for (target, value), ps in add.items() if target == kind for p in ps]
+            if kind in index.ordered:
                 values, positions = index.ordered[kind]
                 kept = [i for i, p in enumerate(positions) if p not in gone] if gone else range(len(positions))
                 values, positions = [values[i] for i in kept], [positions[i] for i in kept]
