@@ -164,3 +164,45 @@ def test_space_group_and_density_are_pymatgens_own(tmp_path):
             analyzer.get_space_group_number(),
         )
         assert doc.density == structure.density
+
+
+def test_structure_documents_hold_pymatgens_own_dict_and_ids():
+    """``structure_dict`` builds pymatgen's ``as_dict()`` without its per-site lattice dicts and
+    ``geometry_id`` formats coordinates in one call: on real structures (JARVIS, relaxed perovskites
+    with MA/FA, generated supercells) and on sites with oxidation states, labels, properties and
+    partial occupancy, both equal what the plain formulations give, key for key and float for float."""
+    import json
+
+    from conftest import JARVIS
+    from pymatgen.core import Lattice, Structure
+
+    from perovdb.documents.base import content_hash
+    from perovdb.documents.structure import FRACTIONAL_DECIMALS, geometry_id, structure_dict
+    from perovdb.perovskite import generate_supercell
+
+    structures = [Structure.from_file(p) for p in sorted(JARVIS.glob("POSCAR*"))[:10]]
+    rows = list(csv.DictReader(open(MULTIFIDELITY, newline="")))
+    structures += [parse_printed_structure(r["Structure"]) for r in rows[::60]]
+    structures.append(generate_supercell(SiteFractions.from_formula("MAPb_0.5Sn_0.5I_3"), 6.3, supercell=2, seed=0))
+    special = Structure(
+        Lattice.cubic(4.0),
+        [{"Pb2+": 1}, {"I-": 0.5, "Br-": 0.5}, "I"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, -0.25]],
+        site_properties={"magmom": [0.0, 1.0, 2.0]},
+        labels=["B", None, "X2"],
+    )
+    structures.append(special)
+    for structure in structures:
+        expected = structure.as_dict()
+        expected["lattice"]["pbc"] = list(expected["lattice"]["pbc"])
+        assert structure_dict(structure) == expected
+        assert json.dumps(structure_dict(structure)) == json.dumps(expected)  # same key order, same floats
+    for structure in structures[:-1]:
+        frac = np.round(np.mod(np.round(structure.frac_coords, FRACTIONAL_DECIMALS), 1.0), FRACTIONAL_DECIMALS) % 1.0 + 0.0
+        sites = sorted(
+            (site.species.formula, *(f"{x:.{FRACTIONAL_DECIMALS}f}" for x in coords))
+            for site, coords in zip(structure, frac, strict=True)
+        )
+        lattice = [f"{x:.3f}" for x in np.round(structure.lattice.abc, 3) + 0.0]
+        lattice += [f"{x:.2f}" for x in np.round(structure.lattice.angles, 2) + 0.0]
+        assert geometry_id(structure) == "st-" + content_hash(["geometry", lattice, sites])

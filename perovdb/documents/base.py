@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -69,9 +69,12 @@ class PerovdbDocument(BaseModel):
         """The document as stored (BSON-friendly: datetimes stay datetimes)."""
         return self.model_dump(mode="python")
 
+    #: fields another field already digests: ``content_digest`` covers that digest instead of them
+    digested_fields: ClassVar[frozenset[str]] = frozenset()
+
     def content_digest(self) -> str:
         """Hash of the content, timestamps excluded: equal digests mean nothing changed."""
-        return content_hash(self.model_dump(mode="json", exclude={"created_at", "last_updated"}))
+        return content_hash(self.model_dump(mode="json", exclude={"created_at", "last_updated", *self.digested_fields}))
 
 
 class Source(BaseModel):

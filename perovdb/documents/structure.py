@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -73,6 +73,8 @@ class StructureDoc(PerovdbDocument):
     phase: str | None = Field(default=None, description="Phase label from the source (Cubic, Tetra, Ortho, Hex…).")
     generation: Generation | None = Field(default=None, description="Recipe, for generated structures.")
     sources: list[Source] = Field(min_length=1, description="Every source this structure was read from.")
+
+    digested_fields: ClassVar[frozenset[str]] = frozenset({"structure"})  # by geometry_digest
 
     @model_validator(mode="before")
     @classmethod
@@ -180,13 +182,35 @@ def check_physical(structure: Structure, composition: Composition | None = None)
 
 
 def structure_dict(structure: Structure) -> dict[str, Any]:
-    """pymatgen's ``as_dict()`` with its one tuple (``lattice.pbc``) as a list, as stored documents hold it:
-    the document is then plain JSON types and is written without a sanitising pass."""
-    data = structure.as_dict()
-    lattice = data.get("lattice")
-    if isinstance(lattice, dict) and isinstance(lattice.get("pbc"), tuple):
-        lattice["pbc"] = list(lattice["pbc"])
-    return data
+    """pymatgen's ``as_dict()`` (verbosity 1), equal to it key for key and float for float, but built once
+    per structure: pymatgen builds the lattice's dict again for every site and throws it away. The one
+    tuple (``lattice.pbc``) is a list, as stored documents hold it, so writes need no sanitising pass."""
+    lattice = structure.lattice
+    lattice_dict = {"matrix": lattice.matrix.tolist(), "pbc": list(lattice.pbc), **lattice.params_dict}
+    lattice_dict["volume"] = lattice.volume
+    described: dict[tuple, list[dict[str, Any]]] = {}  # species entries per distinct site occupancy
+    sites = []
+    for site, abc, xyz in zip(structure, structure.frac_coords.tolist(), structure.cart_coords.tolist(), strict=True):
+        species = site.species
+        key = tuple(species.items())
+        entries = described.get(key)
+        if entries is None:
+            entries = described[key] = [{**_species_dict(spec), "occu": occu} for spec, occu in species.items()]
+        sites.append(
+            {"species": [dict(e) for e in entries], "abc": abc, "properties": site.properties, "label": site.label, "xyz": xyz}
+        )
+    return {
+        "@module": type(structure).__module__,
+        "@class": type(structure).__name__,
+        "charge": structure.charge,
+        "lattice": lattice_dict,
+        "properties": structure.properties,
+        "sites": sites,
+    }
+
+
+def _species_dict(species: Any) -> dict[str, Any]:
+    return {k: v for k, v in species.as_dict().items() if k not in ("@module", "@class")}
 
 
 def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -> str:
@@ -211,7 +235,7 @@ def _space_group(structure: Structure, symprec: float | None) -> tuple[str | Non
             analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
             return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
         numbering: dict[Any, int] = {}
-        numbers = [numbering.setdefault(site.species, len(numbering) + 1) for site in structure]
+        numbers = [numbering.setdefault(tuple(site.species.items()), len(numbering) + 1) for site in structure]
         cell = (structure.lattice.matrix, structure.frac_coords, numbers)
         dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=5)
         if dataset is None:
@@ -231,12 +255,25 @@ def geometry_id(structure: Structure) -> str:
     lengths = np.round(structure.lattice.abc, LATTICE_DECIMALS) + 0.0
     angles = np.round(structure.lattice.angles, ANGLE_DECIMALS) + 0.0
     frac = np.round(np.mod(np.round(structure.frac_coords, FRACTIONAL_DECIMALS), 1.0), FRACTIONAL_DECIMALS) % 1.0 + 0.0
+    coordinates = (f"%.{FRACTIONAL_DECIMALS}f " * frac.size % tuple(frac.ravel().tolist())).split()  # one format call
     sites = sorted(
-        (site.species.formula, *(f"{x:.{FRACTIONAL_DECIMALS}f}" for x in coords))
-        for site, coords in zip(structure, frac, strict=True)
+        zip(_site_formulas(structure), coordinates[0::3], coordinates[1::3], coordinates[2::3], strict=True)
     )
     lattice_text = [f"{x:.{LATTICE_DECIMALS}f}" for x in lengths] + [f"{x:.{ANGLE_DECIMALS}f}" for x in angles]
     return "st-" + content_hash(["geometry", lattice_text, sites])
+
+
+def _site_formulas(structure: Structure) -> list[str]:
+    """Each site's ``species.formula`` ('Pb1'), computed once per distinct occupancy."""
+    known: dict[tuple, str] = {}
+    formulas = []
+    for site in structure:
+        key = tuple(site.species.items())
+        formula = known.get(key)
+        if formula is None:
+            formula = known[key] = site.species.formula
+        formulas.append(formula)
+    return formulas
 
 
 def recipe_id(composition_counts: dict[str, int], supercell: int, seed: int, method: str) -> str:

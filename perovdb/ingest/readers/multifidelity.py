@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from perovdb.documents import CalculationDoc, CalculationProperties, LevelOfTheory, StructureDoc
+from perovdb.documents.structure import geometry_id
 from perovdb.errors import InvalidRecord
 from perovdb.ingest.records import (
     READER_VERSION,
@@ -43,17 +44,20 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
         if missing:
             yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
             return
+        described: dict[str, StructureDoc] = {}  # by geometry: most HSE06 rows reuse their PBE row's geometry
         for row_number, row in enumerate(reader, start=1):
             yield RawRecord(
                 name=f"{path.name} row {row_number}",
                 dataset=dataset,
                 key=str(row_number),
                 digest=raw_digest(READER_VERSION, "multifidelity", [row.get(c) for c in REQUIRED_COLUMNS]),
-                parse=partial(_parse_row, row, row_number, path, dataset),
+                parse=partial(_parse_row, row, row_number, path, dataset, described),
             )
 
 
-def _parse_row(row: dict[str, str | None], row_number: int, path: Path, dataset: str) -> Record:
+def _parse_row(
+    row: dict[str, str | None], row_number: int, path: Path, dataset: str, described: dict[str, StructureDoc]
+) -> Record:
     from perovdb.perovskite import parse_printed_structure
 
     if None in row or any(value is None for value in row.values()):
@@ -62,9 +66,13 @@ def _parse_row(row: dict[str, str | None], row_number: int, path: Path, dataset:
     level = LevelOfTheory.parse(cells["Functional"])
     structure = parse_printed_structure(cells["Structure"])
     source = make_source(path, dataset, str(row_number), label=cells["Name"].strip())
-    doc = StructureDoc.from_structure(
-        structure, origin="relaxed", source=source, phase=cells["Crystal Structure"].strip() or None
-    )
+    phase = cells["Crystal Structure"].strip() or None
+    known = described.get(geometry_id(structure))
+    if known is None:  # symmetry, sites, composition: described once per geometry in this file
+        doc = StructureDoc.from_structure(structure, origin="relaxed", source=source, phase=phase)
+        described[doc.structure_id] = doc
+    else:
+        doc = known.model_copy(update={"sources": [source], "phase": phase})
     properties = CalculationProperties(
         band_gap=_cell(cells["Band Gap"], "Band Gap"),
         decomposition_energy_per_fu=_cell(cells["Decomposition Energy"], "Decomposition Energy"),
