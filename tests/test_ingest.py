@@ -47,6 +47,22 @@ def test_jarvis_id_prop_folder(db):
     assert Structure.from_dict(doc[0]["structure"]).matches(original)
 
 
+def test_ingest_runs_with_fewer_collector_passes_and_restores_them(db):
+    """While ingest writes, the cyclic collector runs after the configured number of allocations
+    (``bulk_gc_threshold``), not CPython's 700; afterwards the previous thresholds are back."""
+    import gc
+
+    before = gc.get_threshold()
+    during = []
+    ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW", on_progress=lambda n: during.append(gc.get_threshold()))
+    assert during and all(t[0] == max(db.settings.bulk_gc_threshold, before[0]) for t in during)
+    assert gc.get_threshold() == before
+    db.settings.bulk_gc_threshold = 0  # 0 leaves the collector alone
+    during.clear()
+    ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW", on_progress=lambda n: during.append(gc.get_threshold()))
+    assert during == [before]
+
+
 def test_id_prop_needs_property_and_level(db):
     from perovdb.errors import InvalidRecord
 

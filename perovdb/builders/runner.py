@@ -17,6 +17,7 @@ from monty.json import MontyEncoder
 from perovdb.builders.base import BuildPlan, IncrementalBuilder
 from perovdb.db import Database, chunks, store_state
 from perovdb.documents import naive_utc, utcnow
+from perovdb.gc_passes import fewer_gc_passes
 
 #: builder names in dependency order
 BUILD_ORDER: tuple[str, ...] = ("materials", "predictions", "evaluations")
@@ -168,7 +169,7 @@ def run_builders(
 ) -> list[BuildReport]:
     """Run the named builders in dependency order under the ``build`` lock (two runs never interleave)."""
     reports = []
-    with db.lock("build", timeout=lock_timeout):
+    with db.lock("build", timeout=lock_timeout), fewer_gc_passes(db.settings.bulk_gc_threshold):
         for name in resolve(names):
             builder = make_builder(db, name, full=full)
             progress = (lambda done, total, n=name: on_progress(n, done, total)) if on_progress else None

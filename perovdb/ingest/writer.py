@@ -24,6 +24,7 @@ from maggma.core import Store
 from perovdb.db import Database, chunks
 from perovdb.documents import CalculationDoc, StructureDoc, utcnow
 from perovdb.errors import InvalidRecord
+from perovdb.gc_passes import fewer_gc_passes
 from perovdb.ingest.readers.composition_tables import LATTICE_LEVEL_PRIORITY
 from perovdb.ingest.records import RawRecord, ReadResult, Record, rejected
 
@@ -121,10 +122,11 @@ class IngestWriter:
     ) -> IngestReport:
         """Ingest every result; ``on_progress(n)`` is called after each batch of ``n`` records."""
         report = IngestReport()
-        for batch in chunks(results, self.batch_size):
-            self._write_batch(batch, report)
-            if on_progress:
-                on_progress(len(batch))
+        with fewer_gc_passes(self.db.settings.bulk_gc_threshold):
+            for batch in chunks(results, self.batch_size):
+                self._write_batch(batch, report)
+                if on_progress:
+                    on_progress(len(batch))
         return report
 
     # -- one batch --------------------------------------------------------------------------

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from perovdb.config import get_settings
+from perovdb.switches import SharedSwitch
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 #: glibc's defaults, restored on exit
 DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
 
-_lock = threading.Lock()
-_users = 0
+_switch = SharedSwitch()
 _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
 
 
@@ -54,22 +53,21 @@ def enabled() -> bool:
 @contextmanager
 def retained_heap() -> Iterator[None]:
     """Within the block, freed memory stays in the heap for reuse (see the module docstring)."""
-    global _users
     libc = _glibc() if enabled() else None
     if libc is None:
         yield
         return
-    with _lock:
-        if _users == 0:
-            libc.mallopt(M_MMAP_MAX, 0)
-            libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-        _users += 1
-    try:
+
+    def retain() -> Callable[[], None]:
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+
+        def release() -> None:
+            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
+
+        return release
+
+    with _switch.held(retain):
         yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0:
-                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                libc.malloc_trim(0)
