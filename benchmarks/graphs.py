@@ -15,8 +15,8 @@ from pymatgen.core import Structure
 
 from perovdb.artifacts import MemoryArtifactStore
 from perovdb.graphs import GraphCache, GraphSettings, build_graph, build_graphs
-from perovdb.graphs.neighbors import single_threaded_torch
 from perovdb.perovskite import parse_printed_structure
+from perovdb.switches import torch_threads
 
 REPO = Path(__file__).resolve().parent.parent
 JARVIS = REPO / "data" / "jarvis_alignn_sample"
@@ -49,7 +49,7 @@ def upstream_pure(structures: list[tuple[str, Structure]], settings: GraphSettin
     from alignn.torch_graph_builder import build_pure_torch_graph
     from jarvis.core.atoms import pmg_to_atoms
 
-    with single_threaded_torch():
+    with torch_threads(1):
         for _, structure in structures:
             build_pure_torch_graph(
                 pmg_to_atoms(structure),

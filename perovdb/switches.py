@@ -1,4 +1,4 @@
-"""A process-wide setting held on while any block needs it (the allocator, the garbage collector)."""
+"""Process-wide settings held for a block: the allocator, the garbage collector, torch's thread count."""
 
 from __future__ import annotations
 
@@ -31,3 +31,21 @@ class SharedSwitch:
                 if self._users == 0 and self._switch_back is not None:
                     switch_back, self._switch_back = self._switch_back, None
                     switch_back()
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch on ``count`` threads within the block (None or 0: as it is), then restore the previous count.
+
+    One thread suits small tensors (graph building: the hand-off costs more than it saves)."""
+    import torch  # here: ingest and the API import this module and need no torch
+
+    if not count:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

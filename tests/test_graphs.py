@@ -11,7 +11,14 @@ import pytest
 from pymatgen.core import Structure
 
 from perovdb.artifacts import MemoryArtifactStore
-from perovdb.graphs import CrystalGraph, GraphCache, GraphSettings, build_graph, build_graphs, collate
+from perovdb.graphs import (
+    CrystalGraph,
+    GraphCache,
+    GraphSettings,
+    build_graph,
+    build_graphs,
+    collate,
+)
 from perovdb.perovskite import SiteFractions, generate_supercell
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream_alignn"
@@ -173,7 +180,8 @@ def test_pure_top_k_edges_identical_to_upstream(monkeypatch, chunk_size: int, cu
     from alignn.torch_graph_builder import torch_neighbor_list
 
     from perovdb.graphs import neighbors
-    from perovdb.graphs.neighbors import jarvis_cart_coords, pure_top_k_edges, single_threaded_torch
+    from perovdb.graphs.neighbors import jarvis_cart_coords, pure_top_k_edges
+    from perovdb.switches import torch_threads
 
     if chunk_size != 512:
         monkeypatch.setattr(neighbors, "SEARCH_BLOCK", 64)
@@ -181,7 +189,7 @@ def test_pure_top_k_edges_identical_to_upstream(monkeypatch, chunk_size: int, cu
         lattice = np.array(structure.lattice.matrix)
         cart = jarvis_cart_coords(structure.frac_coords, lattice)
         ours = pure_top_k_edges(cart, lattice, cutoff, max_neighbors, chunk_size=chunk_size)
-        with torch.no_grad(), single_threaded_torch():
+        with torch.no_grad(), torch_threads(1):
             src, dst, shift, r = torch_neighbor_list(
                 torch.as_tensor(cart, dtype=torch.float32),
                 torch.as_tensor(lattice, dtype=torch.float32),

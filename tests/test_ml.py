@@ -13,7 +13,6 @@ from pymatgen.core import Structure
 from perovdb import connect
 from perovdb.config import Settings
 from perovdb.graphs import GraphSettings, build_graph, collate
-from perovdb.graphs.neighbors import single_threaded_torch
 from perovdb.ml import (
     ALIGNNConfig,
     TrainConfig,
@@ -28,6 +27,7 @@ from perovdb.ml import (
     train_model,
 )
 from perovdb.ml.registry import import_upstream, load_model, register_model
+from perovdb.switches import torch_threads
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "upstream_alignn"
 JARVIS = Path(__file__).resolve().parent.parent / "data" / "jarvis_alignn_sample"
@@ -58,7 +58,7 @@ def test_upstream_prediction_parity(name: str) -> None:
     rows = reference(name)
     graphs = [build_graph(Structure.from_file(JARVIS / row["file"]), config.graph) for row in rows]
     upstream = np.array([float(row["upstream_prediction"]) for row in rows])
-    with torch.no_grad(), single_threaded_torch():  # small tensors: one thread is fastest on a busy CPU
+    with torch.no_grad(), torch_threads(1):  # small tensors: one thread is fastest on a busy CPU
         batched = predict(model, graphs, batch_size=16)
         one_by_one = np.array([float(model_outputs(model, collate([g]))) for g in graphs])
     assert np.max(np.abs(batched - upstream)) < 1e-4

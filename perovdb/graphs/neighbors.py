@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
+
+from perovdb.switches import torch_threads
 
 
 @dataclass(frozen=True)
@@ -127,17 +127,6 @@ def _topk_per_source(src: np.ndarray, keys: torch.Tensor, k: int, num_nodes: int
     return perm[within < k]
 
 
-@contextmanager
-def single_threaded_torch() -> Iterator[None]:
-    """Run torch on one thread (small tensors: thread hand-off costs more than it saves), then restore."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def pure_top_k_edges(
     cart_coords: np.ndarray,
     lattice_mat: np.ndarray,
@@ -156,7 +145,7 @@ def pure_top_k_edges(
     lattice = np.asarray(lattice_mat, dtype=np.float64).astype(np.float32)
     num_nodes = len(positions)
     shifts = _shift_grid(tuple(_shift_counts(lattice, cutoff)))
-    with torch.no_grad(), single_threaded_torch():
+    with torch.no_grad(), torch_threads(1):
         offsets = (torch.from_numpy(shifts) @ torch.from_numpy(lattice)).numpy()  # rows as upstream's shift @ lattice
         chunk = max(1, min(chunk_size, max(1, 2**30 // max(len(shifts) * num_nodes, 1))))
         k, i, j = _candidates(positions, offsets, float(cutoff), self_tol, chunk)

@@ -22,6 +22,7 @@ from perovdb.ml.config import ALIGNNConfig, TrainConfig
 from perovdb.ml.heap import retained_heap
 from perovdb.ml.models import build_model, model_outputs
 from perovdb.ml.splits import split_ids
+from perovdb.switches import torch_threads
 
 
 @dataclass
@@ -170,72 +171,67 @@ def train_model(
             normalizer = {"mean": 0.0, "std": 1.0}
     y_scaled = torch.tensor((y - normalizer["mean"]) / normalizer["std"], dtype=torch.float32)
 
-    previous_threads = torch.get_num_threads()
-    with retained_heap():  # big per-edge tensors: reuse freed memory instead of page-faulting
-        if train_config.num_threads:
-            torch.set_num_threads(train_config.num_threads)
-        try:
-            seed_everything(train_config.seed)
-            device = resolve_device(train_config.device)
-            model = build_model(model_config)
-            if initial_state is not None:
-                model.load_state_dict(state_dict_from_bytes(initial_state), strict=True)
-            model.to(device)
-            optimizer = torch.optim.AdamW(
-                model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
-            )
-            steps_per_epoch = math.ceil(len(train_idx) / train_config.batch_size)
-            scheduler = _scheduler(optimizer, train_config, steps_per_epoch * train_config.epochs)
-            generator = torch.Generator().manual_seed(train_config.seed)
-            loss_fn = nn.MSELoss()
-            graph_list = list(graphs)
-            val_graphs = [graph_list[i] for i in val_idx]
-            history: list[dict[str, float]] = []
-            best_mae, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(model.state_dict()), 0
-            for epoch in range(1, train_config.epochs + 1):
-                started = time.perf_counter()
-                model.train()
-                total, count = 0.0, 0
-                for batch_idx in _batches(train_idx, train_config.batch_size, generator):
-                    batch = collate([graph_list[i] for i in batch_idx]).to(device)
-                    optimizer.zero_grad()
-                    loss = loss_fn(model_outputs(model, batch), y_scaled[batch_idx].to(device))
-                    loss.backward()
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    total += float(loss.item()) * len(batch_idx)
-                    count += len(batch_idx)
-                train_seconds = time.perf_counter() - started
-                val_pred = predict(model, val_graphs, train_config.batch_size, normalizer, device)
-                val_mae = float(np.mean(np.abs(val_pred - y[val_idx])))
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": total / count,
-                        "val_mae": val_mae,
-                        "lr": float(optimizer.param_groups[0]["lr"]),
-                        "train_seconds": train_seconds,
-                        "seconds": time.perf_counter() - started,
-                    }
-                )
-                if val_mae < best_mae:
-                    best_mae, best_epoch, stale = val_mae, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
-                    if train_config.early_stopping_patience and stale >= train_config.early_stopping_patience:
-                        break
-            model.load_state_dict(best_state)
-            model.eval()
+    # big per-edge tensors: reuse freed memory instead of page-faulting; the configured thread count
+    with retained_heap(), torch_threads(train_config.num_threads):
+        seed_everything(train_config.seed)
+        device = resolve_device(train_config.device)
+        model = build_model(model_config)
+        if initial_state is not None:
+            model.load_state_dict(state_dict_from_bytes(initial_state), strict=True)
+        model.to(device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+        )
+        steps_per_epoch = math.ceil(len(train_idx) / train_config.batch_size)
+        scheduler = _scheduler(optimizer, train_config, steps_per_epoch * train_config.epochs)
+        generator = torch.Generator().manual_seed(train_config.seed)
+        loss_fn = nn.MSELoss()
+        graph_list = list(graphs)
+        val_graphs = [graph_list[i] for i in val_idx]
+        history: list[dict[str, float]] = []
+        best_mae, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(model.state_dict()), 0
+        for epoch in range(1, train_config.epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            for batch_idx in _batches(train_idx, train_config.batch_size, generator):
+                batch = collate([graph_list[i] for i in batch_idx]).to(device)
+                optimizer.zero_grad()
+                loss = loss_fn(model_outputs(model, batch), y_scaled[batch_idx].to(device))
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total += float(loss.item()) * len(batch_idx)
+                count += len(batch_idx)
+            train_seconds = time.perf_counter() - started
             val_pred = predict(model, val_graphs, train_config.batch_size, normalizer, device)
-            metrics = _regression_metrics(val_pred, y[val_idx], "val")
-            if test_idx:
-                test_graphs = [graph_list[i] for i in test_idx]
-                test_pred = predict(model, test_graphs, train_config.batch_size, normalizer, device)
-                metrics.update(_regression_metrics(test_pred, y[test_idx], "test"))
-        finally:
-            torch.set_num_threads(previous_threads)
+            val_mae = float(np.mean(np.abs(val_pred - y[val_idx])))
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / count,
+                    "val_mae": val_mae,
+                    "lr": float(optimizer.param_groups[0]["lr"]),
+                    "train_seconds": train_seconds,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            if val_mae < best_mae:
+                best_mae, best_epoch, stale = val_mae, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if train_config.early_stopping_patience and stale >= train_config.early_stopping_patience:
+                    break
+        model.load_state_dict(best_state)
+        model.eval()
+        val_pred = predict(model, val_graphs, train_config.batch_size, normalizer, device)
+        metrics = _regression_metrics(val_pred, y[val_idx], "val")
+        if test_idx:
+            test_graphs = [graph_list[i] for i in test_idx]
+            test_pred = predict(model, test_graphs, train_config.batch_size, normalizer, device)
+            metrics.update(_regression_metrics(test_pred, y[test_idx], "test"))
     return TrainingResult(
         state_dict=state_dict_to_bytes(model.state_dict()),
         model_config=model_config,
