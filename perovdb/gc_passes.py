@@ -28,7 +28,9 @@ _switch = SharedSwitch()
 
 @contextmanager
 def fewer_gc_passes(threshold: int | None = None) -> Iterator[None]:
-    """Within the block, the collector runs after ``threshold`` net allocations (default: the setting)."""
+    """Within the block, the collector runs after ``threshold`` net allocations (default: the setting).
+
+    Nested and concurrent blocks share the thresholds the first of them set."""
     threshold = get_settings().bulk_gc_threshold if threshold is None else threshold
     if threshold <= 0:
         yield
@@ -36,7 +38,7 @@ def fewer_gc_passes(threshold: int | None = None) -> Iterator[None]:
 
     def raise_thresholds() -> Callable[[], None]:
         saved = gc.get_threshold()
-        if threshold > saved[0]:
+        if saved[0] and threshold > saved[0]:  # a threshold of 0 (automatic collection off) stays off
             gc.set_threshold(threshold, *OLDER_GENERATION_RATIOS)
         return lambda: gc.set_threshold(*saved)
 

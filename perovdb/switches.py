@@ -37,7 +37,8 @@ class SharedSwitch:
 def torch_threads(count: int | None) -> Iterator[None]:
     """Run torch on ``count`` threads within the block (None or 0: as it is), then restore the previous count.
 
-    One thread suits small tensors (graph building: the hand-off costs more than it saves)."""
+    One thread suits small tensors (graph building: the hand-off costs more than it saves). Nested blocks
+    restore in order; torch has one count per process, so blocks in concurrent threads share it."""
     import torch  # here: ingest and the API import this module and need no torch
 
     if not count:

@@ -297,6 +297,7 @@ def test_predictions_and_evaluations_of_an_imported_model(jarvis_db):
 def test_geometry_digest_is_derived_and_documents_without_it_are_not_repredicted(jarvis_db):
     from perovdb.builders.predictions import PredictionsBuilder
     from perovdb.documents import StructureDoc, content_hash
+    from perovdb.documents.structure import DIGEST_CHECKED
     from perovdb.ml.registry import activate, import_upstream
 
     db = jarvis_db
@@ -307,6 +308,10 @@ def test_geometry_digest_is_derived_and_documents_without_it_are_not_repredicted
     moved = {**doc["structure"], "sites": doc["structure"]["sites"][::-1]}
     assert StructureDoc.model_validate({**doc, "geometry_digest": "stale"}).geometry_digest == doc["geometry_digest"]
     assert StructureDoc.model_validate({**doc, "structure": moved}).geometry_digest == content_hash(moved)
+    # only the ingest writer's re-validation of its own dumps keeps the digest it was given, and only when told
+    checked = {DIGEST_CHECKED: True}
+    assert StructureDoc.model_validate({**doc, "geometry_digest": "kept"}, context=checked).geometry_digest == "kept"
+    assert StructureDoc.model_validate({**doc, "geometry_digest": ""}, context=checked).geometry_digest == doc["geometry_digest"]
 
     model = import_upstream(db, UPSTREAM / "alignn2_pure_tiny.zip", "jarvis-gap", "band_gap", "OptB88vdW")
     activate(db, model.model_id)

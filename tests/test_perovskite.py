@@ -177,7 +177,13 @@ def test_structure_documents_hold_pymatgens_own_dict_and_ids():
     from pymatgen.core import Lattice, Structure
 
     from perovdb.documents.base import content_hash
-    from perovdb.documents.structure import FRACTIONAL_DECIMALS, geometry_id, structure_dict
+    from perovdb.documents.structure import (
+        ANGLE_DECIMALS,
+        FRACTIONAL_DECIMALS,
+        LATTICE_DECIMALS,
+        geometry_id,
+        structure_dict,
+    )
     from perovdb.perovskite import generate_supercell
 
     structures = [Structure.from_file(p) for p in sorted(JARVIS.glob("POSCAR*"))[:10]]
@@ -192,17 +198,20 @@ def test_structure_documents_hold_pymatgens_own_dict_and_ids():
         labels=["B", None, "X2"],
     )
     structures.append(special)
+    occupancies = special.as_dict()
+    occupancies["sites"][2]["species"][0]["occu"] = 1  # an int occupancy, as a hand-written dict may hold
+    structures.append(Structure.from_dict(occupancies))
     for structure in structures:
         expected = structure.as_dict()
         expected["lattice"]["pbc"] = list(expected["lattice"]["pbc"])
         assert structure_dict(structure) == expected
         assert json.dumps(structure_dict(structure)) == json.dumps(expected)  # same key order, same floats
-    for structure in structures[:-1]:
+    for structure in structures:
         frac = np.round(np.mod(np.round(structure.frac_coords, FRACTIONAL_DECIMALS), 1.0), FRACTIONAL_DECIMALS) % 1.0 + 0.0
         sites = sorted(
             (site.species.formula, *(f"{x:.{FRACTIONAL_DECIMALS}f}" for x in coords))
             for site, coords in zip(structure, frac, strict=True)
         )
-        lattice = [f"{x:.3f}" for x in np.round(structure.lattice.abc, 3) + 0.0]
-        lattice += [f"{x:.2f}" for x in np.round(structure.lattice.angles, 2) + 0.0]
+        lattice = [f"{x:.{LATTICE_DECIMALS}f}" for x in np.round(structure.lattice.abc, LATTICE_DECIMALS) + 0.0]
+        lattice += [f"{x:.{ANGLE_DECIMALS}f}" for x in np.round(structure.lattice.angles, ANGLE_DECIMALS) + 0.0]
         assert geometry_id(structure) == "st-" + content_hash(["geometry", lattice, sites])

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pymatgen.core import Composition, DummySpecies, Element, Species, Structure
 from pymatgen.core.units import Length, Mass
 
@@ -49,6 +49,11 @@ class Generation(BaseModel):
     composition_counts: dict[str, int] = Field(description="Species (MA/FA as units) per supercell: the recipe.")
 
 
+#: validation context flag: the data is the dump of a validated ``StructureDoc`` whose structure was not
+#: changed since, so its ``geometry_digest`` is kept instead of computed again (a writer re-validating)
+DIGEST_CHECKED = "geometry_digest_checked"
+
+
 class StructureDoc(PerovdbDocument):
     """A crystal structure and what is known of it, independent of any calculation."""
 
@@ -78,8 +83,9 @@ class StructureDoc(PerovdbDocument):
 
     @model_validator(mode="before")
     @classmethod
-    def _digest_geometry(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("structure"), dict):
+    def _digest_geometry(cls, data: Any, info: ValidationInfo) -> Any:
+        checked = isinstance(data, dict) and bool(data.get("geometry_digest") and (info.context or {}).get(DIGEST_CHECKED))
+        if isinstance(data, dict) and isinstance(data.get("structure"), dict) and not checked:
             data = {**data, "geometry_digest": content_hash(data["structure"])}
         return data
 
@@ -185,20 +191,23 @@ def structure_dict(structure: Structure) -> dict[str, Any]:
     """pymatgen's ``as_dict()`` (verbosity 1), equal to it key for key and float for float, but built once
     per structure: pymatgen builds the lattice's dict again for every site and throws it away. The one
     tuple (``lattice.pbc``) is a list, as stored documents hold it, so writes need no sanitising pass."""
+    if type(structure).as_dict is not Structure.as_dict:  # a subclass with a dict of its own
+        data = structure.as_dict()
+        data["lattice"]["pbc"] = list(data["lattice"]["pbc"])
+        return data
     lattice = structure.lattice
     lattice_dict = {"matrix": lattice.matrix.tolist(), "pbc": list(lattice.pbc), **lattice.params_dict}
     lattice_dict["volume"] = lattice.volume
-    described: dict[tuple, list[dict[str, Any]]] = {}  # species entries per distinct site occupancy
+    species_dicts: dict[Any, dict[str, Any]] = {}
     sites = []
     for site, abc, xyz in zip(structure, structure.frac_coords.tolist(), structure.cart_coords.tolist(), strict=True):
-        species = site.species
-        key = tuple(species.items())
-        entries = described.get(key)
-        if entries is None:
-            entries = described[key] = [{**_species_dict(spec), "occu": occu} for spec, occu in species.items()]
-        sites.append(
-            {"species": [dict(e) for e in entries], "abc": abc, "properties": site.properties, "label": site.label, "xyz": xyz}
-        )
+        species = []
+        for spec, occu in site.species.items():  # each site its own occupancy: 1 and 1.0 print differently
+            known = species_dicts.get(spec)
+            if known is None:
+                known = species_dicts[spec] = {k: v for k, v in spec.as_dict().items() if k not in ("@module", "@class")}
+            species.append({**known, "occu": occu})
+        sites.append({"species": species, "abc": abc, "properties": site.properties, "label": site.label, "xyz": xyz})
     return {
         "@module": type(structure).__module__,
         "@class": type(structure).__name__,
@@ -207,10 +216,6 @@ def structure_dict(structure: Structure) -> dict[str, Any]:
         "properties": structure.properties,
         "sites": sites,
     }
-
-
-def _species_dict(species: Any) -> dict[str, Any]:
-    return {k: v for k, v in species.as_dict().items() if k not in ("@module", "@class")}
 
 
 def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -> str:
@@ -222,8 +227,9 @@ def mixing_type(a: dict[str, float], b: dict[str, float], x: dict[str, float]) -
 
 
 def _space_group(structure: Structure, symprec: float | None) -> tuple[str | None, int | None]:
-    """International symbol and number from spglib, on the cell pymatgen's ``SpacegroupAnalyzer`` builds
-    (species numbered in order of appearance, angle tolerance 5°); magnetic cells go through pymatgen."""
+    """International symbol and number from spglib, on the cell pymatgen's ``SpacegroupAnalyzer`` builds for
+    an ordered structure (species numbered in order of appearance, angle tolerance 5°); magnetic cells go
+    through pymatgen."""
     if symprec is None:
         return None, None
     import spglib
@@ -255,7 +261,8 @@ def geometry_id(structure: Structure) -> str:
     lengths = np.round(structure.lattice.abc, LATTICE_DECIMALS) + 0.0
     angles = np.round(structure.lattice.angles, ANGLE_DECIMALS) + 0.0
     frac = np.round(np.mod(np.round(structure.frac_coords, FRACTIONAL_DECIMALS), 1.0), FRACTIONAL_DECIMALS) % 1.0 + 0.0
-    coordinates = (f"%.{FRACTIONAL_DECIMALS}f " * frac.size % tuple(frac.ravel().tolist())).split()  # one format call
+    # every coordinate formatted by one '%' call: x, y, z of site i at 3i, 3i + 1, 3i + 2
+    coordinates = (f"%.{FRACTIONAL_DECIMALS}f " * frac.size % tuple(frac.ravel().tolist())).split()
     sites = sorted(
         zip(_site_formulas(structure), coordinates[0::3], coordinates[1::3], coordinates[2::3], strict=True)
     )

@@ -23,6 +23,7 @@ from maggma.core import Store
 
 from perovdb.db import Database, chunks
 from perovdb.documents import CalculationDoc, StructureDoc, utcnow
+from perovdb.documents.structure import DIGEST_CHECKED
 from perovdb.errors import InvalidRecord
 from perovdb.gc_passes import fewer_gc_passes
 from perovdb.ingest.readers.composition_tables import LATTICE_LEVEL_PRIORITY
@@ -78,7 +79,9 @@ class IngestReport:
 
 
 def merge_structure(current: StructureDoc | None, incoming: StructureDoc) -> StructureDoc:
-    """``current`` with ``incoming``'s sources added (and its geometry, if of a preferred level)."""
+    """``current`` with ``incoming``'s sources added (and its geometry, if of a preferred level).
+
+    Never edits a document's ``structure``: the writer keeps the ``geometry_digest`` of what it merged."""
     if current is None:
         return incoming
     known = {source.key() for source in current.sources}
@@ -222,7 +225,8 @@ class IngestWriter:
             else:
                 doc = doc.model_copy(update={"created_at": old.created_at, "last_updated": now})
                 counts.updated += 1
-            writes.append(type(doc).model_validate(doc.model_dump()).to_store())  # re-validate what we write
+            # re-validate what we write; merges never change a structure, so its digest stands
+            writes.append(type(doc).model_validate(doc.model_dump(), context={DIGEST_CHECKED: True}).to_store())
         if writes:
             store.update(writes, key=key)
 

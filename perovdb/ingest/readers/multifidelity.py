@@ -6,8 +6,13 @@ import csv
 from functools import partial
 from pathlib import Path
 
-from perovdb.documents import CalculationDoc, CalculationProperties, LevelOfTheory, StructureDoc
-from perovdb.documents.structure import geometry_id
+from perovdb.documents import (
+    CalculationDoc,
+    CalculationProperties,
+    LevelOfTheory,
+    StructureDoc,
+)
+from perovdb.documents.structure import geometry_id, structure_dict
 from perovdb.errors import InvalidRecord
 from perovdb.ingest.records import (
     READER_VERSION,
@@ -44,7 +49,7 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
         if missing:
             yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
             return
-        described: dict[str, StructureDoc] = {}  # by geometry: most HSE06 rows reuse their PBE row's geometry
+        described: dict[str, StructureDoc] = {}  # by geometry id: many HSE06 rows repeat their PBE row's structure
         for row_number, row in enumerate(reader, start=1):
             yield RawRecord(
                 name=f"{path.name} row {row_number}",
@@ -68,11 +73,11 @@ def _parse_row(
     source = make_source(path, dataset, str(row_number), label=cells["Name"].strip())
     phase = cells["Crystal Structure"].strip() or None
     known = described.get(geometry_id(structure))
-    if known is None:  # symmetry, sites, composition: described once per geometry in this file
-        doc = StructureDoc.from_structure(structure, origin="relaxed", source=source, phase=phase)
-        described[doc.structure_id] = doc
-    else:
+    if known is not None and known.structure == structure_dict(structure):  # the very same structure
         doc = known.model_copy(update={"sources": [source], "phase": phase})
+    else:  # symmetry, sites, composition: described once per structure in this file
+        doc = StructureDoc.from_structure(structure, origin="relaxed", source=source, phase=phase)
+        described.setdefault(doc.structure_id, doc)
     properties = CalculationProperties(
         band_gap=_cell(cells["Band Gap"], "Band Gap"),
         decomposition_energy_per_fu=_cell(cells["Decomposition Energy"], "Decomposition Energy"),
