@@ -84,10 +84,11 @@ class StructureDoc(PerovdbDocument):
     @model_validator(mode="before")
     @classmethod
     def _digest_geometry(cls, data: Any, info: ValidationInfo) -> Any:
-        checked = isinstance(data, dict) and bool(data.get("geometry_digest") and (info.context or {}).get(DIGEST_CHECKED))
-        if isinstance(data, dict) and isinstance(data.get("structure"), dict) and not checked:
-            data = {**data, "geometry_digest": content_hash(data["structure"])}
-        return data
+        if not isinstance(data, dict) or not isinstance(data.get("structure"), dict):
+            return data
+        if data.get("geometry_digest") and (info.context or {}).get(DIGEST_CHECKED):
+            return data  # a writer re-validating its own dump
+        return {**data, "geometry_digest": content_hash(data["structure"])}
 
     def to_pymatgen(self) -> Structure:
         """The pymatgen Structure."""
