@@ -263,9 +263,42 @@ def test_limit_above_maximum_is_refused(client):
     assert client.get("/structures", params={"limit": 1000, "fields": "nsites"}).status_code == 200
     too_many = client.get("/structures", params={"limit": 1001})
     assert too_many.status_code == 400 and too_many.json()["error"]["title"] == "Bad Request"
+    assert "limit" in too_many.json()["error"]["detail"]
     assert client.get("/structures", params={"limit": 0}).status_code == 400
     assert client.get("/structures", params={"skip": -1}).status_code == 400
     assert client.get("/optimade/v1/structures", params={"page_limit": 5000}).status_code == 400
+
+
+@pytest.mark.parametrize(("path", "params", "named"), [
+    ("/structures", {"nsites_max": "many"}, "nsites_max"),
+    ("/structures", {"formula": "X" * 201}, "formula"),
+    ("/materials", {"band_gap_hse06_max": "wide"}, "band_gap_hse06_max"),
+    ("/predictions", {"stale": "perhaps"}, "stale"),
+    ("/models", {"active": "sometimes", "skip": "-3"}, "active"),
+])  # fmt: skip
+def test_invalid_list_parameters_are_400_naming_the_parameter(client, path, params, named):
+    response = client.get(path, params=params)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]["detail"]
+
+
+def test_list_parameters_are_documented_with_their_bounds(api_db):
+    spec = TestClient(create_app(api_db, Settings(uri=api_db.uri), Limits(max_limit=50, default_limit=7))).get(
+        "/openapi.json").json()
+    for path, names in [("/structures", {"formula", "elements", "nsites_max", "nsites_min", "mixing_type", "origin"}),
+                        ("/calculations", {"structure_id", "level_of_theory", "dataset"}),
+                        ("/materials", {"band_gap_min", "band_gap_pbe_max", "band_gap_hse06_min"}),
+                        ("/models", {"target_property", "active", "name"}),
+                        ("/predictions", {"model_id", "structure_id", "property", "stale"}),
+                        ("/evaluations", {"model_id", "property", "subset"})]:  # fmt: skip
+        parameters = {p["name"]: p for p in spec["paths"][path]["get"]["parameters"]}
+        assert names | {"filter", "fields", "sort", "skip", "limit"} <= set(parameters), path
+        assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
+        limit = parameters["limit"]["schema"]
+        assert (limit["default"], limit["minimum"], limit["maximum"]) == (7, 1, 50)
+    structures = {p["name"]: p for p in spec["paths"]["/structures"]["get"]["parameters"]}
+    assert structures["formula"]["schema"]["anyOf"][0]["maxLength"] == 200
+    assert "MAPbI3" in structures["formula"]["description"]
 
 
 def test_custom_limits_apply(api_db):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,16 @@ from perovdb import __version__
 from perovdb.api.fields import check_typed_filter, parse_fields, parse_sort
 from perovdb.api.lineage import prediction_lineage
 from perovdb.api.optimade import optimade_router
+from perovdb.api.params import (
+    CalculationQuery,
+    EvaluationQuery,
+    MaterialQuery,
+    ModelQuery,
+    PagingQuery,
+    PredictionQuery,
+    StructureQuery,
+    with_page_size,
+)
 from perovdb.api.schemas import (
     RESOURCE_MODELS,
     ErrorResponse,
@@ -32,7 +42,12 @@ from perovdb.api.schemas import (
     Page,
 )
 from perovdb.api.schemas import Stats as StatsModel
-from perovdb.api.security import ApiError, Guard, install_error_handlers, require_api_key
+from perovdb.api.security import (
+    ApiError,
+    Guard,
+    install_error_handlers,
+    require_api_key,
+)
 from perovdb.api.store import FastJSONResponse, Limits, in_database, query_page
 from perovdb.config import Settings
 from perovdb.db import Database
@@ -64,18 +79,6 @@ def _user_filter(collection: str, text: str | None) -> dict[str, Any] | None:
     if not isinstance(criteria, dict):
         raise ApiError(400, "filter must be a JSON object")
     return check_typed_filter(collection, criteria)
-
-
-@dataclass
-class Paging:
-    """The query parameters every list resource takes: user filter, fields, sort and the page."""
-
-    request: Request
-    filter: str | None
-    fields: str | None
-    sort: str | None
-    skip: int
-    limit: int
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:
@@ -130,25 +133,27 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     install_error_handlers(app)
     app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes)
 
-    limit_q = Query(limits.default_limit, ge=1, le=limits.max_limit,
-                    description=f"Page size; above {limits.max_limit} is refused (400).")
-    skip_q = Query(0, ge=0, le=10_000_000, description="Documents to skip.")
     fields_q = Query(None, max_length=2000, description="Comma list of fields to return (dotted paths allowed).")
-    sort_q = Query(None, max_length=500, description="Comma list of fields; '-' prefix for descending.")
-    filter_q = Query(None, max_length=5000, description="JSON filter (checked: known fields, typed operators, no "
-                     "$where/$function/$expr/$lookup; string fields take strings, not operator objects).")
+    page_size = limits.default_limit, limits.max_limit
+    structures_query = with_page_size(StructureQuery, *page_size)
+    calculations_query = with_page_size(CalculationQuery, *page_size)
+    materials_query = with_page_size(MaterialQuery, *page_size)
+    models_query = with_page_size(ModelQuery, *page_size)
+    predictions_query = with_page_size(PredictionQuery, *page_size)
+    evaluations_query = with_page_size(EvaluationQuery, *page_size)
 
-    async def paging_params(request: Request, filter: str | None = filter_q, fields: str | None = fields_q,
-                            sort: str | None = sort_q, skip: int = skip_q, limit: int = limit_q) -> Paging:
-        return Paging(request, filter, fields, sort, skip, limit)
+    def listing(collection: str, query: type[PagingQuery], tags: list[str]) -> Callable[[Callable[..., Any]], Any]:
+        """``@app.get`` of a list resource, its parameters documented from its query model."""
+        return app.get(f"/{collection}", response_model=Page[RESOURCE_MODELS[collection]], responses=ERRORS,
+                       tags=tags, openapi_extra=query.openapi())
 
-    async def page(paging: Paging, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
+    async def page(request: Request, query: PagingQuery, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
         """One page of ``collection`` matching every clause and the user's checked filter."""
-        criteria = _and(*clauses, _user_filter(collection, paging.filter))
-        request, skip, limit = paging.request, paging.skip, paging.limit
+        criteria = _and(*clauses, _user_filter(collection, query.filter))
+        skip, limit = query.skip, query.limit
         docs, total = await in_database(db, partial(
-            query_page, db, collection, criteria, fields=parse_fields(collection, paging.fields),
-            sort=parse_sort(collection, paging.sort), skip=skip, limit=limit, max_time_ms=limits.max_time_ms))
+            query_page, db, collection, criteria, fields=parse_fields(collection, query.fields),
+            sort=parse_sort(collection, query.sort), skip=skip, limit=limit, max_time_ms=limits.max_time_ms))
         total = total or 0
         more = skip + len(docs) < total
         next_url = None
@@ -181,25 +186,18 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     # -- resources ---------------------------------------------------------------------------
-    @app.get("/structures", response_model=Page[RESOURCE_MODELS["structures"]], responses=ERRORS, tags=["data"])
-    async def list_structures(
-        formula: str | None = Query(None, max_length=200, description="Reduced or perovskite formula (MAPbI3)."),
-        elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
-        nsites_max: int | None = Query(None, ge=1),
-        nsites_min: int | None = Query(None, ge=1),
-        mixing_type: str | None = Query(None, max_length=100, description="Pure, A-site mixed, …"),
-        origin: str | None = Query(None, max_length=50),
-        paging: Paging = Depends(paging_params),
-    ) -> FastJSONResponse:
+    @listing("structures", structures_query, ["data"])
+    async def list_structures(request: Request) -> FastJSONResponse:
         """Crystal structures."""
+        q = structures_query.read(request)
         simple: dict[str, Any] = {}
-        if nsites_max is not None or nsites_min is not None:
-            simple["nsites"] = _present({"$lte": nsites_max, "$gte": nsites_min})
-        if mixing_type:
-            simple["perovskite.mixing_type"] = mixing_type
-        if origin:
-            simple["origin"] = origin
-        return await page(paging, "structures", structure_criteria(formula, _split(elements)), simple)
+        if q.nsites_max is not None or q.nsites_min is not None:
+            simple["nsites"] = _present({"$lte": q.nsites_max, "$gte": q.nsites_min})
+        if q.mixing_type:
+            simple["perovskite.mixing_type"] = q.mixing_type
+        if q.origin:
+            simple["origin"] = q.origin
+        return await page(request, q, "structures", structure_criteria(q.formula, _split(q.elements)), simple)
 
     @app.get("/structures/{structure_id}", response_model=RESOURCE_MODELS["structures"], responses=ERRORS,
              tags=["data"])
@@ -207,47 +205,31 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         """One structure."""
         return await one("structures", structure_id, fields)
 
-    @app.get("/calculations", response_model=Page[RESOURCE_MODELS["calculations"]], responses=ERRORS,
-             tags=["data"])
-    async def list_calculations(
-        structure_id: str | None = Query(None, max_length=2000, description="Comma list of structure ids."),
-        level_of_theory: str | None = Query(None, max_length=50),
-        dataset: str | None = Query(None, max_length=300),
-        paging: Paging = Depends(paging_params),
-    ) -> FastJSONResponse:
+    @listing("calculations", calculations_query, ["data"])
+    async def list_calculations(request: Request) -> FastJSONResponse:
         """DFT (and experimental) results."""
+        q = calculations_query.read(request)
         simple: dict[str, Any] = {}
-        if structure_id:
-            simple["structure_id"] = {"$in": _split(structure_id)}
-        if level_of_theory:
-            simple["level_of_theory"] = LevelOfTheory.parse(level_of_theory).value
-        if dataset:
-            simple["source.dataset"] = dataset
-        return await page(paging, "calculations", simple)
+        if q.structure_id:
+            simple["structure_id"] = {"$in": _split(q.structure_id)}
+        if q.level_of_theory:
+            simple["level_of_theory"] = LevelOfTheory.parse(q.level_of_theory).value
+        if q.dataset:
+            simple["source.dataset"] = q.dataset
+        return await page(request, q, "calculations", simple)
 
-    @app.get("/materials", response_model=Page[RESOURCE_MODELS["materials"]], responses=ERRORS, tags=["data"])
-    async def list_materials(
-        formula: str | None = Query(None, max_length=200),
-        elements: str | None = Query(None, max_length=200, description="Comma list; all must be present."),
-        nsites_max: int | None = Query(None, ge=1),
-        mixing_type: str | None = Query(None, max_length=100),
-        band_gap_min: float | None = Query(None, description="Preferred band gap ≥ (eV)."),
-        band_gap_max: float | None = Query(None, description="Preferred band gap ≤ (eV)."),
-        band_gap_pbe_min: float | None = Query(None, description="PBE band gap ≥ (eV)."),
-        band_gap_pbe_max: float | None = Query(None, description="PBE band gap ≤ (eV)."),
-        band_gap_hse06_min: float | None = Query(None, description="HSE06 band gap ≥ (eV)."),
-        band_gap_hse06_max: float | None = Query(None, description="HSE06 band gap ≤ (eV)."),
-        paging: Paging = Depends(paging_params),
-    ) -> FastJSONResponse:
+    @listing("materials", materials_query, ["data"])
+    async def list_materials(request: Request) -> FastJSONResponse:
         """Per-compound summaries. Any ``<property>[_<level>]_(min|max)`` works like the band-gap ranges,
         e.g. ``lattice_constant_pbe_max=6.2``."""
+        q = materials_query.read(request)
         simple: dict[str, Any] = {}
-        if nsites_max is not None:
-            simple["nsites"] = {"$lte": nsites_max}
-        if mixing_type:
-            simple["perovskite.mixing_type"] = mixing_type
-        ranges = property_ranges(dict(paging.request.query_params))
-        return await page(paging, "materials", structure_criteria(formula, _split(elements)), simple, ranges)
+        if q.nsites_max is not None:
+            simple["nsites"] = {"$lte": q.nsites_max}
+        if q.mixing_type:
+            simple["perovskite.mixing_type"] = q.mixing_type
+        ranges = property_ranges(dict(request.query_params))
+        return await page(request, q, "materials", structure_criteria(q.formula, _split(q.elements)), simple, ranges)
 
     @app.get("/materials/{material_id}", response_model=RESOURCE_MODELS["materials"], responses=ERRORS,
              tags=["data"])
@@ -255,44 +237,33 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         """One material."""
         return await one("materials", material_id, fields)
 
-    @app.get("/models", response_model=Page[RESOURCE_MODELS["models"]], responses=ERRORS, tags=["ml"])
-    async def list_models(
-        target_property: str | None = Query(None, max_length=100),
-        active: bool | None = None,
-        name: str | None = Query(None, max_length=200),
-        paging: Paging = Depends(paging_params),
-    ) -> FastJSONResponse:
+    @listing("models", models_query, ["ml"])
+    async def list_models(request: Request) -> FastJSONResponse:
         """Registered ML models."""
-        return await page(paging, "models", _present({"target_property": target_property, "active": active, "name": name}))
+        q = models_query.read(request)
+        return await page(request, q, "models", _present({"target_property": q.target_property, "active": q.active,
+                                                          "name": q.name}))
 
     @app.get("/models/{model_id}", response_model=RESOURCE_MODELS["models"], responses=ERRORS, tags=["ml"])
     async def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
         """One model."""
         return await one("models", model_id, fields)
 
-    @app.get("/predictions", response_model=Page[RESOURCE_MODELS["predictions"]], responses=ERRORS, tags=["ml"])
-    async def list_predictions(
-        model_id: str | None = Query(None, max_length=200),
-        structure_id: str | None = Query(None, max_length=20_000, description="Comma list of structure ids."),
-        property: str | None = Query(None, max_length=100),
-        stale: bool | None = None,
-        paging: Paging = Depends(paging_params),
-    ) -> FastJSONResponse:
+    @listing("predictions", predictions_query, ["ml"])
+    async def list_predictions(request: Request) -> FastJSONResponse:
         """Model predictions."""
-        simple = _present({"model_id": model_id, "property": property, "stale": stale})
-        if structure_id:
-            simple["structure_id"] = {"$in": _split(structure_id)}
-        return await page(paging, "predictions", simple)
+        q = predictions_query.read(request)
+        simple = _present({"model_id": q.model_id, "property": q.property, "stale": q.stale})
+        if q.structure_id:
+            simple["structure_id"] = {"$in": _split(q.structure_id)}
+        return await page(request, q, "predictions", simple)
 
-    @app.get("/evaluations", response_model=Page[RESOURCE_MODELS["evaluations"]], responses=ERRORS, tags=["ml"])
-    async def list_evaluations(
-        model_id: str | None = Query(None, max_length=200),
-        property: str | None = Query(None, max_length=100),
-        subset: str | None = Query(None, max_length=200),
-        paging: Paging = Depends(paging_params),
-    ) -> FastJSONResponse:
+    @listing("evaluations", evaluations_query, ["ml"])
+    async def list_evaluations(request: Request) -> FastJSONResponse:
         """Model evaluations with their parity pairs."""
-        return await page(paging, "evaluations", _present({"model_id": model_id, "property": property, "subset": subset}))
+        q = evaluations_query.read(request)
+        return await page(request, q, "evaluations", _present({"model_id": q.model_id, "property": q.property,
+                                                               "subset": q.subset}))
 
     @app.get("/provenance/{prediction_id}", response_model=Lineage, responses=ERRORS, tags=["ml"])
     async def provenance(prediction_id: str) -> FastJSONResponse:

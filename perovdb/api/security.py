@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -66,9 +66,10 @@ def error_response(request: Request | None, status: int, detail: str, title: str
     return JSONResponse(error_body(status, detail, title, optimade), status_code=status, headers=headers)
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
+def validation_detail(errors: Sequence[Any]) -> str:
+    """One line naming each invalid parameter (at most five) and what is wrong with it."""
     parts = []
-    for err in exc.errors()[:5]:
+    for err in errors[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
         parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
     return "; ".join(parts) or "invalid request"
@@ -84,7 +85,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 400, _validation_detail(exc), "Bad Request")
+        return error_response(request, 400, validation_detail(exc.errors()), "Bad Request")
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
