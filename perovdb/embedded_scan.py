@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from functools import lru_cache
-from itertools import islice
+from itertools import compress, count, islice
 from pathlib import Path
 from typing import Any
 
@@ -457,6 +457,12 @@ def _rows_of(
     return keys, _Rows(raw, codec_options), changed
 
 
+def _replaced(before: Sequence[Any], after: Sequence[Any]) -> list[int]:
+    """Positions (in the common length) where ``after`` holds another object than ``before``; the loop
+    runs in C (tens of thousands of rows are compared per index on every write)."""
+    return list(compress(count(), map(operator.is_not, before, after)))
+
+
 class _FieldIndex:
     """Positions of the documents by the value at one path, for narrowing plain filters.
 
@@ -505,7 +511,7 @@ class _FieldIndex:
         removed or more than half of them changed: then building anew is as cheap."""
         if len(entries) < len(before):
             return None
-        changed = [p for p, (old, new) in enumerate(zip(before, entries)) if old is not new and old != new]
+        changed = [p for p in _replaced(before, entries) if before[p] != entries[p]]
         changed += range(len(before), len(entries))
         if not changed:
             return self
@@ -728,7 +734,7 @@ class _Snapshot:
             # the same rows in the same places, maybe more at the end: derive the changed and the added
             derived = self._derived.setdefault((kind, field), {})
             values = [*column[2], *([None] * (len(rows) - len(column[2])))]
-            changed = [p for p, (new, old) in enumerate(zip(rows, column[1])) if new is not old]
+            changed = _replaced(column[1], rows)
             for position in [*changed, *range(len(column[1]), len(rows))]:
                 key = self.keys[position]
                 entry = derived.get(key)
