@@ -3,7 +3,8 @@
 A list endpoint takes the ``Request`` and reads its query string with ``QueryModel.read``: one pydantic
 validation of every parameter at once (about 0.01 ms). FastAPI resolves declared parameters one by
 one on every request, about 0.4 ms for a list resource's eleven, more than the query itself on the
-embedded store. ``QueryModel.openapi`` lists the model's fields as the operation's query parameters
+embedded store (its own query-parameter models, ``Annotated[Model, Query()]``, are resolved field by
+field too). ``QueryModel.openapi`` lists the model's fields as the operation's query parameters
 (``openapi_extra``), so ``/openapi.json`` documents them as FastAPI would; the model is the single
 place where a parameter's type, bounds and description live.
 """
