@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from maggma.core import Builder
 
-from perovdb.documents import PerovdbDocument, content_hash
+from perovdb.documents import PerovdbDocument
 
 #: fields that never count as a change of content
 BOOKKEEPING = frozenset({"created_at", "last_updated", "inputs_last_updated", "inputs_digest", "job_uuid"})
@@ -31,8 +31,9 @@ def keep_timestamps(new: dict[str, Any], old: dict[str, Any] | None, model: type
     old = {k: v for k, v in old.items() if k != "_id"}
     previous, current = model.model_validate(old), model.model_validate(new)
     new["created_at"] = previous.created_at
-    same = content_hash(previous.model_dump(mode="json", exclude=set(BOOKKEEPING))) == content_hash(
-        current.model_dump(mode="json", exclude=set(BOOKKEEPING))
+    # equal JSON-mode dumps: what equal content hashes would say, without serialising and hashing both
+    same = previous.model_dump(mode="json", exclude=set(BOOKKEEPING)) == current.model_dump(
+        mode="json", exclude=set(BOOKKEEPING)
     )
     if same:
         new["last_updated"] = previous.last_updated
