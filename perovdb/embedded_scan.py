@@ -5,7 +5,9 @@ over each, with no indexes. Here (``CollectionFile``):
 
 - the raw BSON of a collection is read once per committed version of its file (SQLite's
   ``data_version`` tells when another connection, in this process or another, committed; rows whose
-  bytes did not change keep what was derived from them);
+  bytes did not change keep what was derived from them); after the first read, only the rows named by
+  the file's change log are read again (SQLite triggers perovdb installs on montydb's table log every
+  insert, update and delete, whoever writes; after a delete, the whole file is read);
 - a document is wrapped in a ``RawBSONDocument`` when it is read, so its top-level fields are tested
   without decoding nested documents, and only what is returned is decoded;
 - equality, ``$in``, ``$all`` and ranges of numbers or dates are narrowed through field indexes, and sorts through
@@ -457,6 +459,121 @@ def _rows_of(
     return keys, _Rows(raw, codec_options), changed
 
 
+#: perovdb's change log in a collection file: SQLite triggers on montydb's table append (sequence number,
+#: row key, operation) for every insert, update and delete, by any connection in any process, so a
+#: reader that has read the file up to a sequence number reads only the rows changed since
+_LOG_TABLE = "perovdb_changes"
+_LOG_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_LOG_TABLE}(seq INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT NOT NULL, op TEXT NOT NULL)",
+    (
+        f"CREATE TRIGGER IF NOT EXISTS perovdb_inserted AFTER INSERT ON documents "
+        f"BEGIN INSERT INTO {_LOG_TABLE}(k, op) VALUES (new.k, 'i'); END"
+    ),
+    (  # montydb never changes a row's key; if anything did, readers see a delete (and read the file whole)
+        f"CREATE TRIGGER IF NOT EXISTS perovdb_updated AFTER UPDATE ON documents "
+        f"BEGIN INSERT INTO {_LOG_TABLE}(k, op) VALUES (old.k, CASE WHEN old.k = new.k THEN 'u' ELSE 'd' END); "
+        f"INSERT INTO {_LOG_TABLE}(k, op) SELECT new.k, 'i' WHERE old.k <> new.k; END"
+    ),
+    (
+        f"CREATE TRIGGER IF NOT EXISTS perovdb_deleted AFTER DELETE ON documents "
+        f"BEGIN INSERT INTO {_LOG_TABLE}(k, op) VALUES (old.k, 'd'); END"
+    ),
+)
+_LOG_TRIGGERS = ("perovdb_inserted", "perovdb_updated", "perovdb_deleted")
+#: the log is cut to this many entries after a write through this module; a reader further behind reads
+#: the whole file
+_LOG_KEEP = 100_000
+
+
+def _has_change_log(connection: sqlite3.Connection) -> bool:
+    found = {name for (name,) in connection.execute(
+        "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?, ?)", (_LOG_TABLE, *_LOG_TRIGGERS))}
+    return len(found) == 1 + len(_LOG_TRIGGERS)
+
+
+def _ensure_change_log(connection: sqlite3.Connection) -> bool:
+    """Install the change log in the file (once; needs write access); whether the file has one."""
+    try:
+        if _has_change_log(connection):
+            return True
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'documents'").fetchone():
+            return False  # montydb has not created its table yet
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _LOG_SCHEMA:
+                connection.execute(statement)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return True
+    except sqlite3.OperationalError:  # read-only, or a writer holds the file: read it whole meanwhile
+        return False
+
+
+def _logged_since(connection: sqlite3.Connection, since: int | None) -> tuple[int, dict[str, list[str]] | None]:
+    """(newest sequence number, {row key: its operations in order} logged after ``since``); the changes are
+    None when the log cannot tell (no ``since``, or entries after it were cut)."""
+    found = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (_LOG_TABLE,)).fetchone()
+    newest = found[0] if found else 0
+    if since is None or newest < since:
+        return newest, None
+    if newest == since:
+        return newest, {}
+    oldest = connection.execute(f"SELECT min(seq) FROM {_LOG_TABLE}").fetchone()[0]
+    if oldest is None or oldest > since + 1:
+        return newest, None
+    changes: dict[str, list[str]] = {}
+    for key, op in connection.execute(f"SELECT k, op FROM {_LOG_TABLE} WHERE seq > ? ORDER BY seq", (since,)):
+        changes.setdefault(key, []).append(op)
+    return newest, changes
+
+
+def _rows_changed(
+    connection: sqlite3.Connection, codec_options: CodecOptions, previous: _Snapshot, changes: dict[str, list[str]]
+) -> tuple[list[str], _Rows, set[str]] | None:
+    """What ``_rows_of`` would read, made from ``previous`` and the logged ``changes`` by reading only the
+    changed rows: updated rows stay in place, inserted ones follow in the order they were inserted (the
+    table's row order); None when rows were deleted (then the file is read whole)."""
+    position = previous.positions()
+    updated, added = [], []
+    for key, ops in changes.items():
+        if "d" in ops or (key in position and "i" in ops):
+            return None
+        (updated if key in position else added).append(key)
+    fetched: dict[str, bytes] = {}
+    wanted = updated + added
+    for start in range(0, len(wanted), 500):
+        part = wanted[start : start + 500]
+        query = f"SELECT k, v FROM documents WHERE k IN ({','.join('?' * len(part))})"
+        fetched.update(connection.execute(query, part))
+    if len(fetched) != len(wanted):
+        return None
+    raw = list(previous.documents.raw)
+    changed = set(added)
+    for key in updated:
+        place = position[key]
+        if fetched[key] != raw[place]:
+            raw[place] = fetched[key]
+            changed.add(key)
+    raw.extend(fetched[key] for key in added)
+    return [*previous.keys, *added], _Rows(raw, codec_options), changed
+
+
+def _cut_change_log(connection: sqlite3.Connection, newest: int) -> None:
+    """Drop the log entries older than the last ``_LOG_KEEP`` (never waiting for a writer)."""
+    oldest = connection.execute(f"SELECT min(seq) FROM {_LOG_TABLE}").fetchone()[0]
+    if oldest is None or newest - oldest < 2 * _LOG_KEEP:
+        return
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        connection.execute(f"DELETE FROM {_LOG_TABLE} WHERE seq <= ?", (newest - _LOG_KEEP,))
+    except sqlite3.OperationalError:
+        pass  # a writer holds the file: cut next time
+    finally:
+        connection.execute("PRAGMA busy_timeout = 1000")
+
+
 def _replaced(before: Sequence[Any], after: Sequence[Any]) -> list[int]:
     """Positions (in the common length) where ``after`` holds another object than ``before``; the loop
     runs in C (tens of thousands of rows are compared per index on every write)."""
@@ -724,7 +841,23 @@ class _Snapshot:
         self._indexes: dict[str, _FieldIndex] = {}
         self._orders: dict[tuple[tuple[str, bool], ...], tuple[list[int], list[int]] | None] = {}
         self._selections: dict[str, AbstractSet[int] | None] = {}
+        self._positions: dict[str, int] | None = None
+        self._replaced_cache: tuple[list[bytes], list[int]] | None = None
         self._lock = threading.Lock()
+
+    def _replaced_rows(self, before: list[bytes]) -> list[int]:
+        """Positions whose row is another object than in ``before`` (an earlier version's rows); the fields
+        derived at the same earlier version share one comparison."""
+        cached = self._replaced_cache
+        if cached is None or cached[0] is not before:
+            cached = self._replaced_cache = (before, _replaced(before, self.documents.raw))
+        return cached[1]
+
+    def positions(self) -> dict[str, int]:
+        """Each row key's position."""
+        if self._positions is None:
+            self._positions = {key: position for position, key in enumerate(self.keys)}
+        return self._positions
 
     def _each(self, kind: str, field: str, derive: Callable[[RawBSONDocument, list[str]], Any]) -> list[Any]:
         """``derive(document, path)`` of every document, reusing what was derived from unchanged rows."""
@@ -734,7 +867,7 @@ class _Snapshot:
             # the same rows in the same places, maybe more at the end: derive the changed and the added
             derived = self._derived.setdefault((kind, field), {})
             values = [*column[2], *([None] * (len(rows) - len(column[2])))]
-            changed = _replaced(column[1], rows)
+            changed = self._replaced_rows(column[1])
             for position in [*changed, *range(len(column[1]), len(rows))]:
                 key = self.keys[position]
                 entry = derived.get(key)
@@ -758,7 +891,8 @@ class _Snapshot:
     def derive_rows(self, fields: Iterable[str], keys: AbstractSet[str]) -> None:
         """Derive the index entries of ``fields`` from the rows of ``keys`` now, so building or patching those
         indexes later reads no document."""
-        positions = [position for position, key in enumerate(self.keys) if key in keys]
+        where = self.positions()
+        positions = sorted(where[key] for key in keys if key in where)
         for field in fields:
             path, derived = field.split("."), self._derived.setdefault(("index", field), {})
             for position in positions:
@@ -908,8 +1042,8 @@ class CollectionFile:
     """A montydb SQLite collection file, answering plain queries from memory.
 
     The documents are read (undecoded) once per committed version of the file: SQLite's
-    ``data_version`` tells when another connection, in this process or another, has committed since, and
-    the file's identity when it was replaced. Indexes of the filtered and sorted fields are built on
+    ``data_version`` tells when another connection, in this process or another, has committed since, the
+    change log which rows changed, and the file's identity when it was replaced. Indexes of the filtered and sorted fields are built on
     first use (patched from the previous version's when few documents changed), so repeated queries
     cost a set lookup instead of a scan; declared fields (``ensure_index``) are kept current on write.
     """
@@ -931,6 +1065,9 @@ class CollectionFile:
         self._declared: set[str] = set()  # fields given ``ensure_index``
         self._pending: set[str] = set()  # keys of the rows read since whose entries were not derived
         self._absent = False  # the file did not exist when last looked at
+        self._read_only = False  # the connection could only be opened read-only
+        self._logged = False  # the file has perovdb's change log
+        self._seq: int | None = None  # the change log's sequence number the snapshot was read at
 
     def ensure_index(self, field: str) -> bool:
         """Keep an index of ``field`` current from now on (see ``maintain``); False for a path this module
@@ -955,6 +1092,9 @@ class CollectionFile:
             snapshot.derive_rows(fields, pending)
             for field in fields:
                 snapshot.keep_index(field)
+        with self._lock:
+            if self._logged and self._seq and self._connection is not None and not self._read_only:
+                _cut_change_log(self._connection, self._seq)
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -965,6 +1105,7 @@ class CollectionFile:
         if self._connection is not None:
             self._connection.close()
         self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
+        self._logged, self._seq = False, None
         self._projections, self._derived, self._built, self._columns, self._pending = {}, {}, {}, {}, set()
 
     def _open(self, status: os.stat_result) -> sqlite3.Connection:
@@ -979,14 +1120,16 @@ class CollectionFile:
         if self._connection is None or identity != self._identity:
             self._release()
             try:
-                self._connection = self._connect("rw")
+                self._connection, self._read_only = self._connect("rw"), False
             except sqlite3.OperationalError:
-                self._connection = self._connect("ro")
+                self._connection, self._read_only = self._connect("ro"), True
             self._identity = identity
         return self._connection
 
     def _connect(self, mode: str) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False, timeout=1.0)
+        """A connection in autocommit mode (reads take explicit transactions)."""
+        return sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False, timeout=1.0,
+                               isolation_level=None)
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
@@ -1004,9 +1147,14 @@ class CollectionFile:
                 # found absent holds new rows only
                 opening = self._version is None and not self._absent
                 self._absent = False
-                keys, documents, changed = _rows_of(connection, self.codec_options, self._snapshot)
+                if not self._logged:  # montydb may have created its table since the file was opened
+                    self._logged = (_has_change_log if self._read_only else _ensure_change_log)(connection)
+                seq, read = self._read(connection)
+                self._version, self._seq = version, seq
+                if read is None:  # the log says nothing changed (a checkpoint, or the log cut by a reader)
+                    return self._snapshot
+                keys, documents, changed = read
                 self._snapshot = _Snapshot(keys, documents, self._derived, self._built, self._columns)
-                self._version = version
                 for held in (self._projections, self._derived):  # drop what came from changed rows
                     for cache in list(held.values()):
                         for key in changed:
@@ -1014,6 +1162,22 @@ class CollectionFile:
                 if self._declared and not opening:
                     self._pending |= changed
             return self._snapshot
+
+    def _read(self, connection: sqlite3.Connection) -> tuple[int | None, tuple[list[str], _Rows, set[str]] | None]:
+        """(the log's sequence number, (keys, rows, keys changed) or None when nothing changed): only the rows
+        the change log names since the snapshot was read, or every row when there is no usable log; the
+        log and the rows are read in one transaction, so they agree."""
+        connection.execute("BEGIN")
+        try:
+            if not self._logged:
+                return None, _rows_of(connection, self.codec_options, self._snapshot)
+            seq, changes = _logged_since(connection, self._seq)
+            if changes == {}:
+                return seq, None
+            read = None if changes is None else _rows_changed(connection, self.codec_options, self._snapshot, changes)
+            return seq, read or _rows_of(connection, self.codec_options, self._snapshot)
+        finally:
+            connection.execute("COMMIT")
 
     def state(self, settle: float = 0.05) -> str | None:
         """A token that differs after any later write to the collection, or None when it cannot tell.

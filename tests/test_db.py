@@ -514,3 +514,70 @@ def test_embedded_store_reads_a_file_it_may_not_write(tmp_path, monkeypatch):
     assert sorted(d["k"] for d in store.query({"n": {"$gte": 15}}, properties=["k"])) == ["15", "16", "17", "18", "19"]
     assert store._sqlite_file._connection is not None  # answered from the file, not by montydb
     reader.close()
+
+
+def test_embedded_reads_after_writes_follow_the_change_log(tmp_path, monkeypatch):
+    """After a write, by this store or another connection, only the changed rows are read (the file's
+    change log names them); what is read equals what the file holds, in its order. Deleted rows, or a
+    log cut past what a reader had read, make it read the whole file again."""
+    import sqlite3
+
+    import bson
+
+    from perovdb import embedded_scan
+
+    uri = f"monty://{tmp_path / 'db'}"
+    db = connect(uri, settings=Settings(uri=uri))
+    store = db.store("scratch", key="k")
+    store.ensure_index("n")
+    store.update([{"k": f"{i:03d}", "n": i % 7, "tags": [str(i % 3)]} for i in range(60)])
+    other = connect(uri, settings=Settings(uri=uri)).store("scratch", key="k")  # another reader and writer
+    whole_reads = []
+    read_all = embedded_scan._rows_of
+    monkeypatch.setattr(embedded_scan, "_rows_of", lambda *a: whole_reads.append(1) or read_all(*a))
+
+    def file_rows() -> list[tuple]:  # what the file holds, in its row order, read without perovdb
+        with sqlite3.connect(store._sqlite_file.path) as plain:
+            rows = [bson.decode(v) for _, v in plain.execute("SELECT k, v FROM documents")]
+        return [(d["k"], d.get("n"), d.get("tags")) for d in rows]
+
+    def check(reader, whole_read: bool | None) -> None:
+        """``reader`` reads what the file holds; ``whole_read``: whether it read the whole file since the
+        previous check of a reader (writes included)."""
+        seen = [(d["k"], d.get("n"), d.get("tags")) for d in reader.query({}, properties=["k", "n", "tags"])]
+        if whole_read is not None:
+            assert bool(whole_reads) == whole_read
+        whole_reads.clear()
+        assert seen == file_rows()
+        expected = sorted(k for k, n, _ in seen if n == 3)
+        assert sorted(d["k"] for d in reader.query({"n": 3}, properties=["k"])) == expected
+        assert not whole_reads
+
+    check(store, whole_read=None)  # read whole after its first write
+    check(other, whole_read=True)
+    store.update([{"k": "005", "n": 3, "tags": ["x"]}, {"k": "100", "n": 3}])
+    store.update([{"k": "099", "n": 1}])
+    check(store, whole_read=False)  # an update in place and two inserts, in insertion order (not by key)
+    check(other, whole_read=False)
+    other.update([{"k": "010", "n": 3}, {"k": "101", "n": 3, "tags": []}])
+    check(store, whole_read=False)  # written by the other connection
+    store.update([{"k": "010", "n": 3}])  # the same bytes again: logged, nothing changes
+    check(store, whole_read=False)
+    store.remove_docs({"k": "020"})
+    check(store, whole_read=True)  # a delete: the rows move
+    check(other, whole_read=True)
+    check(other, whole_read=False)  # nothing written since
+    other.remove_docs({"k": "021"})
+    other.update([{"k": "021", "n": 3}])  # deleted and inserted again: it moves to the end
+    check(store, whole_read=True)
+
+    monkeypatch.setattr(embedded_scan, "_LOG_KEEP", 3)
+    for i in range(10):  # a writer that cuts the log while ``other`` lags behind
+        store.update([{"k": f"2{i:02d}", "n": 3}])
+        check(store, whole_read=False)
+    files = store._sqlite_file
+    with files._lock:
+        oldest = files._connection.execute("SELECT min(seq) FROM perovdb_changes").fetchone()[0]
+    assert oldest > other._sqlite_file._seq + 1  # entries ``other`` has not read were cut
+    check(other, whole_read=True)
+    db.close()
