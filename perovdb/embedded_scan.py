@@ -534,7 +534,10 @@ def _rows_changed(
 ) -> tuple[list[str], _Rows, set[str]] | None:
     """What ``_rows_of`` would read, made from ``previous`` and the logged ``changes`` by reading only the
     changed rows: updated rows stay in place, inserted ones follow in the order they were inserted (the
-    table's row order); None when rows were deleted (then the file is read whole)."""
+    table's row order); None when rows were deleted, or when most rows changed (then the file is read
+    whole, which is also cheaper than looking up most rows by key)."""
+    if len(changes) > len(previous.keys) // 2:
+        return None
     position = previous.positions()
     updated, added = [], []
     for key, ops in changes.items():
