@@ -43,6 +43,7 @@ from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import compress, count, islice
@@ -483,6 +484,8 @@ _LOG_TRIGGERS = ("perovdb_inserted", "perovdb_updated", "perovdb_deleted")
 #: the log is cut to this many entries after a write through this module; a reader further behind reads
 #: the whole file
 _LOG_KEEP = 100_000
+#: how long a read waits for a writer holding the file (SQLite's busy timeout)
+_BUSY_TIMEOUT_MS = 1000
 
 
 def _has_change_log(connection: sqlite3.Connection) -> bool:
@@ -498,35 +501,55 @@ def _ensure_change_log(connection: sqlite3.Connection) -> bool:
             return True
         if not connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'documents'").fetchone():
             return False  # montydb has not created its table yet
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _LOG_SCHEMA:
-                connection.execute(statement)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        with _no_waiting(connection):
+            connection.execute("BEGIN IMMEDIATE")
+            with _transaction(connection):
+                for statement in _LOG_SCHEMA:
+                    connection.execute(statement)
         return True
     except sqlite3.OperationalError:  # read-only, or a writer holds the file: read it whole meanwhile
         return False
 
 
-def _logged_since(connection: sqlite3.Connection, since: int | None) -> tuple[int, dict[str, list[str]] | None]:
-    """(newest sequence number, {row key: its operations in order} logged after ``since``); the changes are
-    None when the log cannot tell (no ``since``, or entries after it were cut)."""
+@contextmanager
+def _no_waiting(connection: sqlite3.Connection) -> Iterator[None]:
+    """Within the block, a statement that finds the file locked by a writer fails at once (instead of
+    waiting up to the connection's timeout)."""
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        yield
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """The transaction begun just before the block: committed when the block ends, rolled back when it raises."""
+    try:
+        yield
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _logged_since(connection: sqlite3.Connection, since: int | None) -> tuple[int, int | None, dict[str, list[str]] | None]:
+    """(newest sequence number, oldest one still logged, {row key: its operations in order} logged after
+    ``since``); the changes are None when the log cannot tell (no ``since``, or entries after it were cut)."""
     found = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (_LOG_TABLE,)).fetchone()
     newest = found[0] if found else 0
-    if since is None or newest < since:
-        return newest, None
-    if newest == since:
-        return newest, {}
     oldest = connection.execute(f"SELECT min(seq) FROM {_LOG_TABLE}").fetchone()[0]
+    if since is None or newest < since:
+        return newest, oldest, None
+    if newest == since:
+        return newest, oldest, {}
     if oldest is None or oldest > since + 1:
-        return newest, None
+        return newest, oldest, None
     changes: dict[str, list[str]] = {}
     for key, op in connection.execute(f"SELECT k, op FROM {_LOG_TABLE} WHERE seq > ? ORDER BY seq", (since,)):
         changes.setdefault(key, []).append(op)
-    return newest, changes
+    return newest, oldest, changes
 
 
 def _rows_changed(
@@ -541,9 +564,14 @@ def _rows_changed(
     position = previous.positions()
     updated, added = [], []
     for key, ops in changes.items():
-        if "d" in ops or (key in position and "i" in ops):
+        # a row of the snapshot updated in place, or a new row inserted once (and maybe updated since);
+        # anything else (a delete, a row inserted again, e.g. by INSERT OR REPLACE) may have moved rows
+        if key in position and "i" not in ops and "d" not in ops:
+            updated.append(key)
+        elif key not in position and ops[0] == "i" and "i" not in ops[1:] and "d" not in ops:
+            added.append(key)
+        else:
             return None
-        (updated if key in position else added).append(key)
     fetched: dict[str, bytes] = {}
     wanted = updated + added
     for start in range(0, len(wanted), 500):
@@ -563,18 +591,16 @@ def _rows_changed(
     return [*previous.keys, *added], _Rows(raw, codec_options), changed
 
 
-def _cut_change_log(connection: sqlite3.Connection, newest: int) -> None:
-    """Drop the log entries older than the last ``_LOG_KEEP`` (never waiting for a writer)."""
-    oldest = connection.execute(f"SELECT min(seq) FROM {_LOG_TABLE}").fetchone()[0]
+def _cut_change_log(connection: sqlite3.Connection, newest: int, oldest: int | None) -> None:
+    """Drop the log entries older than the last ``_LOG_KEEP`` once twice as many are kept (never waiting
+    for a writer)."""
     if oldest is None or newest - oldest < 2 * _LOG_KEEP:
         return
-    connection.execute("PRAGMA busy_timeout = 0")
     try:
-        connection.execute(f"DELETE FROM {_LOG_TABLE} WHERE seq <= ?", (newest - _LOG_KEEP,))
+        with _no_waiting(connection):
+            connection.execute(f"DELETE FROM {_LOG_TABLE} WHERE seq <= ?", (newest - _LOG_KEEP,))
     except sqlite3.OperationalError:
         pass  # a writer holds the file: cut next time
-    finally:
-        connection.execute("PRAGMA busy_timeout = 1000")
 
 
 def _replaced(before: Sequence[Any], after: Sequence[Any]) -> list[int]:
@@ -1071,6 +1097,7 @@ class CollectionFile:
         self._read_only = False  # the connection could only be opened read-only
         self._logged = False  # the file has perovdb's change log
         self._seq: int | None = None  # the change log's sequence number the snapshot was read at
+        self._schema: int | None = None  # the file's schema version when last read
 
     def ensure_index(self, field: str) -> bool:
         """Keep an index of ``field`` current from now on (see ``maintain``); False for a path this module
@@ -1095,9 +1122,6 @@ class CollectionFile:
             snapshot.derive_rows(fields, pending)
             for field in fields:
                 snapshot.keep_index(field)
-        with self._lock:
-            if self._logged and self._seq and self._connection is not None and not self._read_only:
-                _cut_change_log(self._connection, self._seq)
 
     def close(self) -> None:
         """Release the connection and the documents held."""
@@ -1108,7 +1132,7 @@ class CollectionFile:
         if self._connection is not None:
             self._connection.close()
         self._connection, self._identity, self._version, self._snapshot = None, None, None, _empty()
-        self._logged, self._seq = False, None
+        self._logged, self._seq, self._schema = False, None, None
         self._projections, self._derived, self._built, self._columns, self._pending = {}, {}, {}, {}, set()
 
     def _open(self, status: os.stat_result) -> sqlite3.Connection:
@@ -1131,8 +1155,8 @@ class CollectionFile:
 
     def _connect(self, mode: str) -> sqlite3.Connection:
         """A connection in autocommit mode (reads take explicit transactions)."""
-        return sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False, timeout=1.0,
-                               isolation_level=None)
+        return sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False,
+                               timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
 
     def snapshot(self) -> _Snapshot:
         """The documents as last committed."""
@@ -1152,8 +1176,10 @@ class CollectionFile:
                 self._absent = False
                 if not self._logged:  # montydb may have created its table since the file was opened
                     self._logged = (_has_change_log if self._read_only else _ensure_change_log)(connection)
-                seq, read = self._read(connection)
+                seq, oldest, read = self._read(connection)
                 self._version, self._seq = version, seq
+                if seq is not None and not self._read_only:
+                    _cut_change_log(connection, seq, oldest)
                 if read is None:  # the log says nothing changed (a checkpoint, or the log cut by a reader)
                     return self._snapshot
                 keys, documents, changed = read
@@ -1166,21 +1192,27 @@ class CollectionFile:
                     self._pending |= changed
             return self._snapshot
 
-    def _read(self, connection: sqlite3.Connection) -> tuple[int | None, tuple[list[str], _Rows, set[str]] | None]:
-        """(the log's sequence number, (keys, rows, keys changed) or None when nothing changed): only the rows
-        the change log names since the snapshot was read, or every row when there is no usable log; the
-        log and the rows are read in one transaction, so they agree."""
+    def _read(
+        self, connection: sqlite3.Connection
+    ) -> tuple[int | None, int | None, tuple[list[str], _Rows, set[str]] | None]:
+        """(the log's newest and oldest sequence numbers, (keys, rows, keys changed) or None when nothing
+        changed): only the rows the change log names since the snapshot was read, or every row when there
+        is no usable log; the log and the rows are read in one transaction, so they agree. A changed
+        schema (triggers dropped, the file restored) makes the log be looked for again."""
         connection.execute("BEGIN")
-        try:
+        with _transaction(connection):
+            schema = connection.execute("PRAGMA schema_version").fetchone()[0]
+            if schema != self._schema:
+                self._schema = schema
+                if self._logged and not _has_change_log(connection):
+                    self._logged, self._seq = False, None
             if not self._logged:
-                return None, _rows_of(connection, self.codec_options, self._snapshot)
-            seq, changes = _logged_since(connection, self._seq)
+                return None, None, _rows_of(connection, self.codec_options, self._snapshot)
+            seq, oldest, changes = _logged_since(connection, self._seq)
             if changes == {}:
-                return seq, None
+                return seq, oldest, None
             read = None if changes is None else _rows_changed(connection, self.codec_options, self._snapshot, changes)
-            return seq, read or _rows_of(connection, self.codec_options, self._snapshot)
-        finally:
-            connection.execute("COMMIT")
+            return seq, oldest, read or _rows_of(connection, self.codec_options, self._snapshot)
 
     def state(self, settle: float = 0.05) -> str | None:
         """A token that differs after any later write to the collection, or None when it cannot tell.

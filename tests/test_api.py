@@ -524,3 +524,24 @@ def test_web_page_is_served_without_external_resources(memory_client):
         text = response.text.replace('"http://www.w3.org/2000/svg"', "")  # the SVG namespace is a name, not a fetch
         assert "http://" not in text and "https://" not in text
     assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_query_models_document_scalars_only():
+    """A field OpenAPI could not resolve inside ``parameters`` (an enum or a nested model) fails when the
+    app is made, not as a broken /openapi.json."""
+    from enum import Enum
+
+    from perovdb.api.params import PagingQuery, StructureQuery
+
+    class Kind(Enum):
+        A = "a"
+
+    class WithEnum(PagingQuery):
+        kind: Kind | None = None
+
+    with pytest.raises(TypeError, match="scalars"):
+        WithEnum.openapi()
+    names = [p["name"] for p in StructureQuery.openapi()["parameters"]]
+    assert {"formula", "limit", "filter"} <= set(names)
+    with pytest.raises(ValueError, match="limit"):  # bounded even without with_page_size
+        StructureQuery.model_validate({"limit": "5000"})

@@ -581,3 +581,59 @@ def test_embedded_reads_after_writes_follow_the_change_log(tmp_path, monkeypatch
     assert oldest > other._sqlite_file._seq + 1  # entries ``other`` has not read were cut
     check(other, whole_read=True)
     db.close()
+
+
+def test_embedded_change_log_edge_cases_fall_back_to_reading_the_file(tmp_path, monkeypatch):
+    """Writes the log cannot place (a row inserted again by INSERT OR REPLACE, moving it), a log whose
+    triggers were dropped, and a log that keeps growing without declared indexes: every read still
+    equals the file, and the log is cut by plain readers too."""
+    import sqlite3
+
+    import bson
+
+    from perovdb import embedded_scan
+
+    uri = f"monty://{tmp_path / 'db'}"
+    db = connect(uri, settings=Settings(uri=uri))
+    store = db.store("plain", key="k")  # no ensure_index: only reads refresh it
+    store.update([{"k": str(i), "n": i} for i in range(20)])
+    path = store._sqlite_file.path
+
+    def file_keys() -> list[str]:
+        with sqlite3.connect(path) as plain:
+            return [bson.decode(v)["k"] for _, v in plain.execute("SELECT k, v FROM documents")]
+
+    def seen() -> list[str]:
+        return [d["k"] for d in store.query({}, properties=["k"])]
+
+    assert seen() == file_keys()
+
+    def raw_write(statements: list[tuple[str, tuple]]) -> None:  # another writer, outside montydb
+        with sqlite3.connect(path) as plain:
+            for sql, args in statements:
+                plain.execute(sql, args)
+
+    doc = {"_id": "x", "k": "x", "n": 1}
+    encoded = (bson.encode({"_id": "x"})[4:-1], bson.encode(doc))
+    later = (bson.encode({"_id": "y"})[4:-1], bson.encode({"_id": "y", "k": "y", "n": 2}))
+    raw_write([("INSERT INTO documents(k, v) VALUES (?, ?)", encoded), ("INSERT INTO documents(k, v) VALUES (?, ?)", later),
+               ("INSERT OR REPLACE INTO documents(k, v) VALUES (?, ?)", encoded)])  # x moves after y
+    assert file_keys()[-2:] == ["y", "x"]
+    assert seen() == file_keys()
+
+    with sqlite3.connect(path) as plain:
+        plain.execute("DROP TRIGGER perovdb_inserted")
+    store.update([{"k": "z", "n": 3}])  # not logged: the reader must notice the log is gone
+    assert seen() == file_keys() and "z" in seen()
+    store.update([{"k": "w", "n": 4}])  # the reader put the log back
+    assert seen() == file_keys() and "w" in seen()
+    with sqlite3.connect(path) as plain:
+        assert plain.execute("SELECT count(*) FROM sqlite_master WHERE name = 'perovdb_inserted'").fetchone()[0] == 1
+
+    monkeypatch.setattr(embedded_scan, "_LOG_KEEP", 3)
+    for i in range(12):
+        store.update([{"k": f"v{i}", "n": i}])
+        assert seen() == file_keys()
+    with sqlite3.connect(path) as plain:
+        assert plain.execute("SELECT count(*) FROM perovdb_changes").fetchone()[0] < 2 * 3 + 1
+    db.close()

@@ -189,15 +189,15 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     @listing("structures", structures_query, ["data"])
     async def list_structures(request: Request) -> FastJSONResponse:
         """Crystal structures."""
-        q = structures_query.read(request)
+        query = structures_query.read(request)
         simple: dict[str, Any] = {}
-        if q.nsites_max is not None or q.nsites_min is not None:
-            simple["nsites"] = _present({"$lte": q.nsites_max, "$gte": q.nsites_min})
-        if q.mixing_type:
-            simple["perovskite.mixing_type"] = q.mixing_type
-        if q.origin:
-            simple["origin"] = q.origin
-        return await page(request, q, "structures", structure_criteria(q.formula, _split(q.elements)), simple)
+        if query.nsites_max is not None or query.nsites_min is not None:
+            simple["nsites"] = _present({"$lte": query.nsites_max, "$gte": query.nsites_min})
+        if query.mixing_type:
+            simple["perovskite.mixing_type"] = query.mixing_type
+        if query.origin:
+            simple["origin"] = query.origin
+        return await page(request, query, "structures", structure_criteria(query.formula, _split(query.elements)), simple)
 
     @app.get("/structures/{structure_id}", response_model=RESOURCE_MODELS["structures"], responses=ERRORS,
              tags=["data"])
@@ -208,28 +208,28 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     @listing("calculations", calculations_query, ["data"])
     async def list_calculations(request: Request) -> FastJSONResponse:
         """DFT (and experimental) results."""
-        q = calculations_query.read(request)
+        query = calculations_query.read(request)
         simple: dict[str, Any] = {}
-        if q.structure_id:
-            simple["structure_id"] = {"$in": _split(q.structure_id)}
-        if q.level_of_theory:
-            simple["level_of_theory"] = LevelOfTheory.parse(q.level_of_theory).value
-        if q.dataset:
-            simple["source.dataset"] = q.dataset
-        return await page(request, q, "calculations", simple)
+        if query.structure_id:
+            simple["structure_id"] = {"$in": _split(query.structure_id)}
+        if query.level_of_theory:
+            simple["level_of_theory"] = LevelOfTheory.parse(query.level_of_theory).value
+        if query.dataset:
+            simple["source.dataset"] = query.dataset
+        return await page(request, query, "calculations", simple)
 
     @listing("materials", materials_query, ["data"])
     async def list_materials(request: Request) -> FastJSONResponse:
         """Per-compound summaries. Any ``<property>[_<level>]_(min|max)`` works like the band-gap ranges,
         e.g. ``lattice_constant_pbe_max=6.2``."""
-        q = materials_query.read(request)
+        query = materials_query.read(request)
         simple: dict[str, Any] = {}
-        if q.nsites_max is not None:
-            simple["nsites"] = {"$lte": q.nsites_max}
-        if q.mixing_type:
-            simple["perovskite.mixing_type"] = q.mixing_type
+        if query.nsites_max is not None:
+            simple["nsites"] = {"$lte": query.nsites_max}
+        if query.mixing_type:
+            simple["perovskite.mixing_type"] = query.mixing_type
         ranges = property_ranges(dict(request.query_params))
-        return await page(request, q, "materials", structure_criteria(q.formula, _split(q.elements)), simple, ranges)
+        return await page(request, query, "materials", structure_criteria(query.formula, _split(query.elements)), simple, ranges)
 
     @app.get("/materials/{material_id}", response_model=RESOURCE_MODELS["materials"], responses=ERRORS,
              tags=["data"])
@@ -240,9 +240,9 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     @listing("models", models_query, ["ml"])
     async def list_models(request: Request) -> FastJSONResponse:
         """Registered ML models."""
-        q = models_query.read(request)
-        return await page(request, q, "models", _present({"target_property": q.target_property, "active": q.active,
-                                                          "name": q.name}))
+        query = models_query.read(request)
+        return await page(request, query, "models", _present({"target_property": query.target_property, "active": query.active,
+                                                          "name": query.name}))
 
     @app.get("/models/{model_id}", response_model=RESOURCE_MODELS["models"], responses=ERRORS, tags=["ml"])
     async def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
@@ -252,18 +252,18 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     @listing("predictions", predictions_query, ["ml"])
     async def list_predictions(request: Request) -> FastJSONResponse:
         """Model predictions."""
-        q = predictions_query.read(request)
-        simple = _present({"model_id": q.model_id, "property": q.property, "stale": q.stale})
-        if q.structure_id:
-            simple["structure_id"] = {"$in": _split(q.structure_id)}
-        return await page(request, q, "predictions", simple)
+        query = predictions_query.read(request)
+        simple = _present({"model_id": query.model_id, "property": query.property, "stale": query.stale})
+        if query.structure_id:
+            simple["structure_id"] = {"$in": _split(query.structure_id)}
+        return await page(request, query, "predictions", simple)
 
     @listing("evaluations", evaluations_query, ["ml"])
     async def list_evaluations(request: Request) -> FastJSONResponse:
         """Model evaluations with their parity pairs."""
-        q = evaluations_query.read(request)
-        return await page(request, q, "evaluations", _present({"model_id": q.model_id, "property": q.property,
-                                                               "subset": q.subset}))
+        query = evaluations_query.read(request)
+        return await page(request, query, "evaluations", _present({"model_id": query.model_id, "property": query.property,
+                                                               "subset": query.subset}))
 
     @app.get("/provenance/{prediction_id}", response_model=Lineage, responses=ERRORS, tags=["ml"])
     async def provenance(prediction_id: str) -> FastJSONResponse:

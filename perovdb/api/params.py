@@ -11,10 +11,11 @@ place where a parameter's type, bounds and description live.
 
 from __future__ import annotations
 
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from typing_extensions import Self  # typing's needs Python 3.11
 
 from perovdb.api.security import ApiError, validation_detail
 
@@ -36,7 +37,10 @@ class QueryModel(BaseModel):
     @classmethod
     def openapi(cls) -> dict[str, Any]:
         """``openapi_extra`` documenting every field as an optional query parameter."""
-        properties = cls.model_json_schema()["properties"]
+        schema = cls.model_json_schema()
+        if "$defs" in schema:  # a nested or enum field: OpenAPI could not resolve its reference here
+            raise TypeError(f"{cls.__name__}: query parameters must be scalars (str, int, float, bool)")
+        properties = schema["properties"]
         parameters = []
         for name, schema in properties.items():
             schema = {k: v for k, v in schema.items() if k != "title"}
@@ -57,14 +61,14 @@ class PagingQuery(QueryModel):
                                "allowed).")
     sort: str | None = Field(None, max_length=500, description="Comma list of fields; '-' prefix for descending.")
     skip: int = Field(0, ge=0, le=10_000_000, description="Documents to skip.")
-    limit: int = Field(100, ge=1, description="Page size.")
+    limit: int = Field(100, ge=1, le=1000, description="Page size; above 1000 is refused (400).")
 
 
 Q = TypeVar("Q", bound=PagingQuery)
 
 
 def with_page_size(model: type[Q], default: int, maximum: int) -> type[Q]:
-    """``model`` (a ``PagingQuery``) with this server's default and maximum page size."""
+    """``model`` (a ``PagingQuery``) with this server's default and maximum page size (``Limits``)."""
     limit = Field(default, ge=1, le=maximum, description=f"Page size; above {maximum} is refused (400).")
     return create_model(model.__name__, __base__=model, limit=(int, limit))
 

@@ -31,7 +31,8 @@ def keep_timestamps(new: dict[str, Any], old: dict[str, Any] | None, model: type
     old = {k: v for k, v in old.items() if k != "_id"}
     previous, current = model.model_validate(old), model.model_validate(new)
     new["created_at"] = previous.created_at
-    # equal JSON-mode dumps: what equal content hashes would say, without serialising and hashing both
+    # equal JSON-mode dumps mean equal content (without serialising and hashing both; unlike the hashes,
+    # 1 and 1.0 compare equal and a NaN, which ingest rejects, compares unequal: the document is rewritten)
     same = previous.model_dump(mode="json", exclude=set(BOOKKEEPING)) == current.model_dump(
         mode="json", exclude=set(BOOKKEEPING)
     )
