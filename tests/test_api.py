@@ -275,6 +275,7 @@ def test_limit_above_maximum_is_refused(client):
     ("/materials", {"band_gap_hse06_max": "wide"}, "band_gap_hse06_max"),
     ("/predictions", {"stale": "perhaps"}, "stale"),
     ("/models", {"active": "sometimes", "skip": "-3"}, "active"),
+    ("/materials/mat-none", {"fields": "x" * 2001}, "fields"),
 ])  # fmt: skip
 def test_invalid_list_parameters_are_400_naming_the_parameter(client, path, params, named):
     response = client.get(path, params=params)
@@ -296,6 +297,9 @@ def test_list_parameters_are_documented_with_their_bounds(api_db):
         assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
         limit = parameters["limit"]["schema"]
         assert (limit["default"], limit["minimum"], limit["maximum"]) == (7, 1, 50)
+    for path in ["/structures/{structure_id}", "/materials/{material_id}", "/models/{model_id}"]:
+        names = {(p["name"], p["in"]) for p in spec["paths"][path]["get"]["parameters"]}
+        assert names == {(path.split("{")[1].rstrip("}"), "path"), ("fields", "query")}, path
     structures = {p["name"]: p for p in spec["paths"]["/structures"]["get"]["parameters"]}
     assert structures["formula"]["schema"]["anyOf"][0]["maxLength"] == 200
     assert "MAPbI3" in structures["formula"]["description"]

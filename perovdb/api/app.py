@@ -26,6 +26,7 @@ from perovdb.api.lineage import prediction_lineage
 from perovdb.api.optimade import optimade_router
 from perovdb.api.params import (
     CalculationQuery,
+    DocumentQuery,
     EvaluationQuery,
     MaterialQuery,
     ModelQuery,
@@ -133,7 +134,6 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     install_error_handlers(app)
     app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes)
 
-    fields_q = Query(None, max_length=2000, description="Comma list of fields to return (dotted paths allowed).")
     page_size = limits.default_limit, limits.max_limit
     structures_query = with_page_size(StructureQuery, *page_size)
     calculations_query = with_page_size(CalculationQuery, *page_size)
@@ -147,7 +147,9 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         return app.get(f"/{collection}", response_model=Page[RESOURCE_MODELS[collection]], responses=ERRORS,
                        tags=tags, openapi_extra=query.openapi())
 
-    async def page(request: Request, query: PagingQuery, collection: str, *clauses: dict[str, Any] | None) -> FastJSONResponse:
+    async def page(
+        request: Request, query: PagingQuery, collection: str, *clauses: dict[str, Any] | None
+    ) -> FastJSONResponse:
         """One page of ``collection`` matching every clause and the user's checked filter."""
         criteria = _and(*clauses, _user_filter(collection, query.filter))
         skip, limit = query.skip, query.limit
@@ -169,11 +171,17 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         }
         return FastJSONResponse(body)
 
-    async def one(collection: str, doc_id: str, fields: str | None) -> FastJSONResponse:
+    def document(collection: str, id_name: str, tags: list[str]) -> Callable[[Callable[..., Any]], Any]:
+        """``@app.get`` of one document of a resource, its ``fields`` parameter documented from ``DocumentQuery``."""
+        return app.get(f"/{collection}/{{{id_name}}}", response_model=RESOURCE_MODELS[collection], responses=ERRORS,
+                       tags=tags, openapi_extra=DocumentQuery.openapi())
+
+    async def one(request: Request, collection: str, doc_id: str) -> FastJSONResponse:
+        """The document of ``collection`` with id ``doc_id`` (404 when there is none)."""
         key = COLLECTIONS[collection][1]
-        docs, _ = await in_database(db, partial(query_page, db, collection, {key: doc_id},
-                                                fields=parse_fields(collection, fields), limit=1, count=False,
-                                                max_time_ms=limits.max_time_ms))
+        fields = parse_fields(collection, DocumentQuery.read(request).fields)
+        docs, _ = await in_database(db, partial(query_page, db, collection, {key: doc_id}, fields=fields, limit=1,
+                                                count=False, max_time_ms=limits.max_time_ms))
         if not docs:
             raise ApiError(404, f"no {collection[:-1]} with id {doc_id!r}")
         return FastJSONResponse(docs[0])
@@ -197,13 +205,13 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             simple["perovskite.mixing_type"] = query.mixing_type
         if query.origin:
             simple["origin"] = query.origin
-        return await page(request, query, "structures", structure_criteria(query.formula, _split(query.elements)), simple)
+        found = structure_criteria(query.formula, _split(query.elements))
+        return await page(request, query, "structures", found, simple)
 
-    @app.get("/structures/{structure_id}", response_model=RESOURCE_MODELS["structures"], responses=ERRORS,
-             tags=["data"])
-    async def get_structure(structure_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+    @document("structures", "structure_id", ["data"])
+    async def get_structure(structure_id: str, request: Request) -> FastJSONResponse:
         """One structure."""
-        return await one("structures", structure_id, fields)
+        return await one(request, "structures", structure_id)
 
     @listing("calculations", calculations_query, ["data"])
     async def list_calculations(request: Request) -> FastJSONResponse:
@@ -229,25 +237,25 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         if query.mixing_type:
             simple["perovskite.mixing_type"] = query.mixing_type
         ranges = property_ranges(dict(request.query_params))
-        return await page(request, query, "materials", structure_criteria(query.formula, _split(query.elements)), simple, ranges)
+        found = structure_criteria(query.formula, _split(query.elements))
+        return await page(request, query, "materials", found, simple, ranges)
 
-    @app.get("/materials/{material_id}", response_model=RESOURCE_MODELS["materials"], responses=ERRORS,
-             tags=["data"])
-    async def get_material(material_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+    @document("materials", "material_id", ["data"])
+    async def get_material(material_id: str, request: Request) -> FastJSONResponse:
         """One material."""
-        return await one("materials", material_id, fields)
+        return await one(request, "materials", material_id)
 
     @listing("models", models_query, ["ml"])
     async def list_models(request: Request) -> FastJSONResponse:
         """Registered ML models."""
         query = models_query.read(request)
-        return await page(request, query, "models", _present({"target_property": query.target_property, "active": query.active,
-                                                          "name": query.name}))
+        given = {"target_property": query.target_property, "active": query.active, "name": query.name}
+        return await page(request, query, "models", _present(given))
 
-    @app.get("/models/{model_id}", response_model=RESOURCE_MODELS["models"], responses=ERRORS, tags=["ml"])
-    async def get_model(model_id: str, fields: str | None = fields_q) -> FastJSONResponse:
+    @document("models", "model_id", ["ml"])
+    async def get_model(model_id: str, request: Request) -> FastJSONResponse:
         """One model."""
-        return await one("models", model_id, fields)
+        return await one(request, "models", model_id)
 
     @listing("predictions", predictions_query, ["ml"])
     async def list_predictions(request: Request) -> FastJSONResponse:
@@ -262,8 +270,8 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     async def list_evaluations(request: Request) -> FastJSONResponse:
         """Model evaluations with their parity pairs."""
         query = evaluations_query.read(request)
-        return await page(request, query, "evaluations", _present({"model_id": query.model_id, "property": query.property,
-                                                               "subset": query.subset}))
+        given = {"model_id": query.model_id, "property": query.property, "subset": query.subset}
+        return await page(request, query, "evaluations", _present(given))
 
     @app.get("/provenance/{prediction_id}", response_model=Lineage, responses=ERRORS, tags=["ml"])
     async def provenance(prediction_id: str) -> FastJSONResponse:

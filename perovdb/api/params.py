@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from typing_extensions import Self  # typing's needs Python 3.11
 
 from perovdb.api.security import ApiError, validation_detail
+from perovdb.api.store import Limits
 
 
 class QueryModel(BaseModel):
@@ -40,28 +41,36 @@ class QueryModel(BaseModel):
         schema = cls.model_json_schema()
         if "$defs" in schema:  # a nested or enum field: OpenAPI could not resolve its reference here
             raise TypeError(f"{cls.__name__}: query parameters must be scalars (str, int, float, bool)")
-        properties = schema["properties"]
         parameters = []
-        for name, schema in properties.items():
-            schema = {k: v for k, v in schema.items() if k != "title"}
-            parameter = {"name": name, "in": "query", "required": False, "schema": schema}
-            if "description" in schema:
-                parameter["description"] = schema.pop("description")
+        for name, field_schema in schema["properties"].items():
+            field_schema = {k: v for k, v in field_schema.items() if k != "title"}
+            parameter = {"name": name, "in": "query", "required": False, "schema": field_schema}
+            if "description" in field_schema:
+                parameter["description"] = field_schema.pop("description")
             parameters.append(parameter)
         return {"parameters": parameters}
 
 
-class PagingQuery(QueryModel):
+class DocumentQuery(QueryModel):
+    """What every resource takes, single documents too: the fields to return."""
+
+    fields: str | None = Field(None, max_length=2000, description="Comma list of fields to return (dotted paths "
+                               "allowed).")
+
+
+_LIMITS = Limits()
+
+
+class PagingQuery(DocumentQuery):
     """What every list resource takes: the user's filter, fields, sort and the page."""
 
     filter: str | None = Field(None, max_length=5000, description="JSON filter (checked: known fields, typed "
                                "operators, no $where/$function/$expr/$lookup; string fields take strings, not "
                                "operator objects).")
-    fields: str | None = Field(None, max_length=2000, description="Comma list of fields to return (dotted paths "
-                               "allowed).")
     sort: str | None = Field(None, max_length=500, description="Comma list of fields; '-' prefix for descending.")
     skip: int = Field(0, ge=0, le=10_000_000, description="Documents to skip.")
-    limit: int = Field(100, ge=1, le=1000, description="Page size; above 1000 is refused (400).")
+    limit: int = Field(_LIMITS.default_limit, ge=1, le=_LIMITS.max_limit,
+                       description=f"Page size; above {_LIMITS.max_limit} is refused (400).")
 
 
 Q = TypeVar("Q", bound=PagingQuery)
@@ -122,6 +131,7 @@ class EvaluationQuery(PagingQuery):
 
 __all__ = [
     "CalculationQuery",
+    "DocumentQuery",
     "EvaluationQuery",
     "MaterialQuery",
     "ModelQuery",
