@@ -465,7 +465,10 @@ def _rows_of(
 #: reader that has read the file up to a sequence number reads only the rows changed since
 _LOG_TABLE = "perovdb_changes"
 _LOG_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {_LOG_TABLE}(seq INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT NOT NULL, op TEXT NOT NULL)",
+    (
+        f"CREATE TABLE IF NOT EXISTS {_LOG_TABLE}"
+        "(seq INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT NOT NULL, op TEXT NOT NULL)"
+    ),
     (
         f"CREATE TRIGGER IF NOT EXISTS perovdb_inserted AFTER INSERT ON documents "
         f"BEGIN INSERT INTO {_LOG_TABLE}(k, op) VALUES (new.k, 'i'); END"
@@ -481,8 +484,8 @@ _LOG_SCHEMA = (
     ),
 )
 _LOG_TRIGGERS = ("perovdb_inserted", "perovdb_updated", "perovdb_deleted")
-#: the log is cut to this many entries after a write through this module; a reader further behind reads
-#: the whole file
+#: a read-write reader that finds twice this many entries cuts the log to this many; a reader further
+#: behind reads the whole file
 _LOG_KEEP = 100_000
 #: how long a read waits for a writer holding the file (SQLite's busy timeout)
 _BUSY_TIMEOUT_MS = 1000
@@ -534,7 +537,9 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("COMMIT")
 
 
-def _logged_since(connection: sqlite3.Connection, since: int | None) -> tuple[int, int | None, dict[str, list[str]] | None]:
+def _logged_since(
+    connection: sqlite3.Connection, since: int | None
+) -> tuple[int, int | None, dict[str, list[str]] | None]:
     """(newest sequence number, oldest one still logged, {row key: its operations in order} logged after
     ``since``); the changes are None when the log cannot tell (no ``since``, or entries after it were cut)."""
     found = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (_LOG_TABLE,)).fetchone()
@@ -1072,9 +1077,10 @@ class CollectionFile:
 
     The documents are read (undecoded) once per committed version of the file: SQLite's
     ``data_version`` tells when another connection, in this process or another, has committed since, the
-    change log which rows changed, and the file's identity when it was replaced. Indexes of the filtered and sorted fields are built on
-    first use (patched from the previous version's when few documents changed), so repeated queries
-    cost a set lookup instead of a scan; declared fields (``ensure_index``) are kept current on write.
+    change log which rows changed, and the file's identity when it was replaced. Indexes of the filtered
+    and sorted fields are built on first use (patched from the previous version's when few documents changed),
+    so repeated queries cost a set lookup instead of a scan; declared fields (``ensure_index``) are kept current
+    on write.
     """
 
     def __init__(self, path: Path, codec_options: CodecOptions) -> None:
