@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pymatgen.core import Composition
 
 from conftest import DATA, HSE_TABLE, JARVIS, PBE_TABLE, make_database
 from perovdb import Database
 from perovdb.api import Limits, create_app
+from perovdb.api.routing import DirectRoute, is_direct
 from perovdb.config import Settings
 from perovdb.documents import EvaluationDoc, ModelDoc, PredictionDoc, StructureDoc, content_hash
 from perovdb.ingest import ingest
@@ -549,3 +552,78 @@ def test_query_models_document_scalars_only():
     assert {"formula", "limit", "filter"} <= set(names)
     with pytest.raises(ValueError, match="limit"):  # bounded even without with_page_size
         StructureQuery.model_validate({"limit": "5000"})
+
+
+def test_next_link_keeps_the_query_as_written(client, all_structures):
+    """The next page is the same query: repeated and percent-encoded parameters kept, only the page moved."""
+    url = "/structures?elements=Pb%2CI&fields=structure_id&fields=nsites&limit=4&skip=0&filter=%7B%7D"
+    body = client.get(url).json()
+    assert body["meta"]["more_data_available"]
+    following = body["links"]["next"]
+    query = following.split("?", 1)[1].split("&")
+    assert query == ["elements=Pb%2CI", "fields=structure_id", "fields=nsites", "filter=%7B%7D", "skip=4", "limit=4"]
+    second = client.get(following).json()
+    assert second["meta"]["skip"] == 4 and second["meta"]["total"] == body["meta"]["total"]
+    assert not _ids(body, "structure_id") & _ids(second, "structure_id")
+
+
+def test_times_are_iso_utc_and_documents_round_trip(client, api_db):
+    """Stored (naive UTC) datetimes leave as ISO-8601 with ``Z``; a document read through the API equals
+    the stored one."""
+    from datetime import datetime, timezone
+
+    stored = find(api_db, "structures", {}, limit=1)[0]
+    served = client.get(f"/structures/{stored['structure_id']}").json()
+    for name in ("created_at", "last_updated"):
+        assert served[name].endswith("Z")
+        when = datetime.fromisoformat(served[name].replace("Z", "+00:00"))
+        expected = stored[name] if stored[name].tzinfo else stored[name].replace(tzinfo=timezone.utc)
+        assert when == expected
+    assert {k: v for k, v in served.items() if k not in ("created_at", "last_updated")} == json.loads(
+        json.dumps({k: v for k, v in stored.items() if k not in ("created_at", "last_updated")}))
+
+
+def test_direct_routes_skip_only_what_they_do_not_need():
+    """Endpoints that read the request themselves run as ``DirectRoute``s; a route with declared parameters
+    or dependencies keeps FastAPI's resolution (its parameter errors stay FastAPI's)."""
+    app = FastAPI()
+    app.router.route_class = DirectRoute
+
+    def needs_header(request: Request) -> None:
+        if "x-ok" not in request.headers:
+            raise ValueError("no header")
+
+    @app.get("/direct/{name}")
+    async def direct(name: str, request: Request) -> JSONResponse:
+        return JSONResponse({"name": name, "q": request.query_params.get("q")})
+
+    @app.get("/typed")
+    async def typed(n: int) -> JSONResponse:
+        return JSONResponse({"n": n})
+
+    @app.get("/guarded", dependencies=[Depends(needs_header)])
+    async def guarded(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @app.get("/dict")
+    async def not_a_response(request: Request) -> dict[str, int]:
+        return {"a": 1}
+
+    routes = {route.path: route for route in app.routes if isinstance(route, DirectRoute)}
+    assert {path: is_direct(route.dependant) for path, route in routes.items()} == {
+        "/direct/{name}": True, "/typed": False, "/guarded": False, "/dict": True}
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/direct/a%20b", params={"q": "x"}).json() == {"name": "a b", "q": "x"}
+    assert client.get("/typed", params={"n": "3"}).json() == {"n": 3}
+    assert client.get("/typed", params={"n": "three"}).status_code == 422
+    assert client.get("/guarded", headers={"x-ok": "1"}).json() == {"ok": True}
+    with pytest.raises(ValueError, match="no header"):
+        TestClient(app).get("/guarded")
+    assert client.get("/dict").status_code == 500  # a direct endpoint must return a Response
+    with pytest.raises(TypeError, match="GET /dict returned dict"):
+        TestClient(app).get("/dict")
+    perovdb_app = create_app(Database.__new__(Database), Settings(uri="memory://"))  # routes only, no queries
+    direct_paths = {route.path for route in perovdb_app.routes
+                    if isinstance(route, DirectRoute) and is_direct(route.dependant)}  # fmt: skip
+    assert {"/structures", "/structures/{structure_id}", "/predictions", "/provenance/{prediction_id}"} <= direct_paths
+    assert "/ingest" not in direct_paths

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
@@ -35,6 +34,7 @@ from perovdb.api.params import (
     StructureQuery,
     with_page_size,
 )
+from perovdb.api.routing import DirectRoute
 from perovdb.api.schemas import (
     RESOURCE_MODELS,
     ErrorResponse,
@@ -49,7 +49,13 @@ from perovdb.api.security import (
     install_error_handlers,
     require_api_key,
 )
-from perovdb.api.store import FastJSONResponse, Limits, in_database, query_page
+from perovdb.api.store import (
+    FastJSONResponse,
+    Limits,
+    in_database,
+    next_page_url,
+    query_page,
+)
 from perovdb.config import Settings
 from perovdb.db import Database
 from perovdb.documents import COLLECTIONS, PROPERTIES, LevelOfTheory
@@ -128,6 +134,7 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; /openapi.json is served
         redoc_url=None,
     )
+    app.router.route_class = DirectRoute  # endpoints that read the request themselves skip FastAPI's resolution
     app.state.db = db
     app.state.settings = settings
     app.state.limits = limits
@@ -158,11 +165,7 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             sort=parse_sort(collection, query.sort), skip=skip, limit=limit, max_time_ms=limits.max_time_ms))
         total = total or 0
         more = skip + len(docs) < total
-        next_url = None
-        if more:
-            params = dict(request.query_params)
-            params.update(skip=str(skip + len(docs)), limit=str(limit))
-            next_url = str(request.url.replace(query=urlencode(params)))
+        next_url = next_page_url(request, {"skip": skip + len(docs), "limit": limit}) if more else None
         body = {
             "data": docs,
             "meta": {"total": total, "returned": len(docs), "skip": skip, "limit": limit,

@@ -28,7 +28,6 @@ from collections import Counter
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from lark.exceptions import LarkError
@@ -52,7 +51,7 @@ from pymatgen.core import Composition
 
 from perovdb import __version__
 from perovdb.api.security import ApiError
-from perovdb.api.store import FastJSONResponse, Limits, in_database, query_page
+from perovdb.api.store import FastJSONResponse, Limits, in_database, next_page_url, query_page
 from perovdb.db import Database
 from perovdb.documents import naive_utc
 from perovdb.query import check_filter
@@ -294,12 +293,8 @@ def optimade_router(limits: Limits) -> APIRouter:
         available = await in_database(db, db.structures.count) if criteria else total
         total = total or 0
         more = page_offset + len(docs) < total
-        next_link = None
-        if more:
-            params = dict(request.query_params)
-            params["page_offset"] = str(page_offset + len(docs))
-            params["page_limit"] = str(page_limit)
-            next_link = str(request.url.replace(query=urlencode(params)))
+        page = {"page_offset": page_offset + len(docs), "page_limit": page_limit}
+        next_link = next_page_url(request, page) if more else None
         envelope = StructureResponseMany(
             data=[], meta=_meta(request, total, available, more),
             links={"next": next_link},

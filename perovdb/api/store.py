@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
+import orjson
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -36,26 +37,29 @@ class Limits:
 
 
 def _default(value: Any) -> Any:
-    if type(value) is datetime and value.tzinfo is None:  # the common case: stored datetimes are naive UTC
-        return value.isoformat() + "Z"
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # stored datetimes are naive UTC
-            return value.isoformat() + "Z"
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    """What orjson cannot encode itself (BSON types such as ``Decimal128``): their text."""
     return str(value)
 
 
-#: one encoder for every response; no check for circular references, which documents from a store cannot
-#: hold (a circular structure still fails: with RecursionError instead of ValueError, a 500 either way)
-_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                            check_circular=False)
+#: naive datetimes (how the stores hand back their UTC times) as ISO-8601 UTC with a ``Z``
+_ORJSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
 class FastJSONResponse(JSONResponse):
-    """JSON rendered by the C encoder (datetimes as ISO-8601 UTC); NaN is refused."""
+    """JSON rendered by orjson (datetimes as ISO-8601, naive ones as UTC). JSON has no NaN or infinity:
+    a float that is one (which validated documents never hold) is rendered as ``null``."""
 
     def render(self, content: Any) -> bytes:
-        return _ENCODER.encode(content).encode("utf-8")
+        return orjson.dumps(content, default=_default, option=_ORJSON_OPTIONS)
+
+
+def next_page_url(request: Request, page: dict[str, int]) -> str:
+    """The request's URL with the paging parameters in ``page`` set; the rest of its query string is kept
+    as the client wrote it, so the next page is the same query."""
+    kept = [part for part in request.scope["query_string"].decode("latin-1").split("&")
+            if part and unquote_plus(part.partition("=")[0]) not in page]  # fmt: skip
+    kept += [f"{name}={value}" for name, value in page.items()]
+    return str(request.url.replace(query="&".join(kept)))
 
 
 async def in_database(db: Database, work: Callable[[], T]) -> T:
