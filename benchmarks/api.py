@@ -2,8 +2,10 @@
 
 One run, ratios only (no timed assertions). Data: the real HSE06 table and the JARVIS sample, ingested
 into memory:// and copied into a fresh monty:// store. The query: structures with Pb and I and at most
-40 sites, four fields, 100 per page — through ``find()``, through the app in-process (ASGI, no
-sockets), and through uvicorn over loopback HTTP with a keep-alive client.
+40 sites, four fields, 100 per page, one request at a time — through ``find()``, through the app
+in-process (one ASGI call per request, no client library, no sockets), and through uvicorn (in a thread)
+over loopback HTTP from one keep-alive connection that writes the request line and reads the body to its
+Content-Length. The load of many concurrent clients from another process is ``api_load.py``.
 
 Run: ``.venv/bin/python benchmarks/api.py [--seconds 3]``
 """
@@ -11,6 +13,7 @@ Run: ``.venv/bin/python benchmarks/api.py [--seconds 3]``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import sys
 import tempfile
@@ -18,19 +21,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import uvicorn
 
-from perovdb import connect  # noqa: E402
-from perovdb.api import create_app  # noqa: E402
-from perovdb.config import Settings  # noqa: E402
-from perovdb.ingest import ingest  # noqa: E402
-from perovdb.query import find, structure_criteria  # noqa: E402
+from perovdb import connect
+from perovdb.api import create_app
+from perovdb.config import Settings
+from perovdb.ingest import ingest
+from perovdb.query import find, structure_criteria
 
 DATA = REPO / "data"
 FIELDS = ["structure_id", "reduced_formula", "nsites", "perovskite.mixing_type"]
@@ -45,6 +47,45 @@ def rate(call: Callable[[], object], seconds: float) -> float:
         call()
         n += 1
     return n / (time.perf_counter() - start)
+
+
+def asgi_get(app: object, loop: asyncio.AbstractEventLoop, path: str, query: str) -> tuple[int, bytes]:
+    """One GET through the ASGI app itself: (status, body)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+             "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    loop.run_until_complete(app(scope, receive, send))  # type: ignore[operator]
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+class HttpConnection:
+    """A keep-alive HTTP/1.1 connection: GET, read the head, read the body to its Content-Length."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.file = self.sock.makefile("rb")
+
+    def get(self, target: str) -> tuple[int, bytes]:
+        self.sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status = int(self.file.readline().split()[1])
+        length = 0
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return status, self.file.read(length)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 def free_port() -> int:
@@ -77,8 +118,10 @@ def main() -> None:
             criteria = structure_criteria(elements=["Pb", "I"], extra={"nsites": {"$lte": 40}})
             expected = len(find(db, "structures", criteria, fields=FIELDS, limit=100))
             app = create_app(db, Settings(uri=db.uri))
-            client = TestClient(app)
-            assert len(client.get("/structures", params=PARAMS).json()["data"]) == expected
+            loop = asyncio.new_event_loop()
+            query = urlencode(PARAMS)
+            status, body = asgi_get(app, loop, "/structures", query)
+            assert status == 200 and body.count(b'"structure_id"') == expected
 
             port = free_port()
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -86,20 +129,24 @@ def main() -> None:
             thread.start()
             while not server.started:
                 time.sleep(0.05)
-            http = httpx.Client(base_url=f"http://127.0.0.1:{port}")
 
             direct = rate(lambda db=db, c=criteria: find(db, "structures", c, fields=FIELDS, limit=100), args.seconds)
-            asgi = rate(lambda: client.get("/structures", params=PARAMS), args.seconds)
-            over_http = rate(lambda: http.get("/structures", params=PARAMS), args.seconds)
+            asgi = rate(lambda a=app, l=loop, q=query: asgi_get(a, l, "/structures", q), args.seconds)
+            http = HttpConnection(port)  # opened now: uvicorn closes a keep-alive connection idle for 5 s
+            status, body = http.get(f"/structures?{query}")
+            assert status == 200 and body.count(b'"structure_id"') == expected
+            over_http = rate(lambda h=http, q=query: h.get(f"/structures?{q}"), args.seconds)
             http.close()
+            loop.close()
             server.should_exit = True
             thread.join(timeout=10)
             print(f"{db.backend:8} {direct:10.1f} {asgi:10.1f} {over_http:10.1f} {asgi / direct:10.2f} "
                   f"{over_http / direct:10.2f}   ({expected} documents per page)")
         monty.close()
     source.close()
-    print("\nratio = API requests/s ÷ direct find() calls/s (1.0 would be free; the API also counts matches "
-          "for meta.total, checks parameters and serialises JSON)")
+    print("\nratio = API requests/s ÷ direct find() calls/s, one request at a time (1.0 would be free; the API "
+          "also counts matches for meta.total, checks parameters and serialises JSON; over HTTP, server and client "
+          "share this process)")
 
 
 if __name__ == "__main__":
