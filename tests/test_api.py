@@ -11,10 +11,10 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pymatgen.core import Composition
@@ -567,6 +567,23 @@ def test_next_link_keeps_the_query_as_written(client, all_structures):
     assert not _ids(body, "structure_id") & _ids(second, "structure_id")
 
 
+def test_next_link_escapes_what_a_query_cannot_hold(api_db):
+    """Characters a client sent unescaped (``#``, quotes, UTF-8 bytes) are percent-encoded in the link, so
+    following it reads the same parameters; the paging parameters are replaced however they were spelled."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from perovdb.api.store import next_page_url
+
+    raw = "fields=structure_id&x=#y&q=a\"<b>&n=\u00e9&sk%69p=7&limit=3".encode()
+    request = Request({"type": "http", "method": "GET", "path": "/structures", "query_string": raw,
+                       "headers": [(b"host", b"h")], "scheme": "http", "server": ("h", 80), "root_path": ""})
+    link = next_page_url(request, {"skip": 10, "limit": 3})
+    parts = urlsplit(link)
+    assert not parts.fragment and "#" not in link and '"' not in link and "<" not in link
+    assert parse_qsl(parts.query, encoding="utf-8") == [
+        ("fields", "structure_id"), ("x", "#y"), ("q", 'a"<b>'), ("n", "\u00e9"), ("skip", "10"), ("limit", "3")]
+
+
 def test_times_are_iso_utc_and_documents_round_trip(client, api_db):
     """Stored (naive UTC) datetimes leave as ISO-8601 with ``Z``; a document read through the API equals
     the stored one."""
@@ -606,12 +623,29 @@ def test_direct_routes_skip_only_what_they_do_not_need():
         return JSONResponse({"ok": True})
 
     @app.get("/dict")
-    async def not_a_response(request: Request) -> dict[str, int]:
+    async def returns_data(request: Request) -> dict[str, int]:
         return {"a": 1}
 
+    @app.get("/lies")
+    async def lies(request: Request) -> JSONResponse:
+        return {"a": 1}  # type: ignore[return-value]
+
+    @app.get("/short/{code}")
+    async def short(code: Annotated[str, Path(max_length=3)], request: Request) -> JSONResponse:
+        return JSONResponse({"code": code})
+
+    secret = APIRouter(route_class=DirectRoute)
+
+    @secret.get("/secret")
+    async def hidden(request: Request) -> JSONResponse:
+        return JSONResponse({"secret": True})
+
+    app.include_router(secret, prefix="/admin", dependencies=[Depends(needs_header)])
+
     routes = {route.path: route for route in app.routes if isinstance(route, DirectRoute)}
-    assert {path: is_direct(route.dependant) for path, route in routes.items()} == {
-        "/direct/{name}": True, "/typed": False, "/guarded": False, "/dict": True}
+    assert {path: is_direct(route.dependant) for path, route in routes.items() if path != "/admin/secret"} == {
+        "/direct/{name}": True, "/typed": False, "/guarded": False, "/dict": False, "/lies": True,
+        "/short/{code}": False}
     client = TestClient(app, raise_server_exceptions=False)
     assert client.get("/direct/a%20b", params={"q": "x"}).json() == {"name": "a b", "q": "x"}
     assert client.get("/typed", params={"n": "3"}).json() == {"n": 3}
@@ -619,9 +653,15 @@ def test_direct_routes_skip_only_what_they_do_not_need():
     assert client.get("/guarded", headers={"x-ok": "1"}).json() == {"ok": True}
     with pytest.raises(ValueError, match="no header"):
         TestClient(app).get("/guarded")
-    assert client.get("/dict").status_code == 500  # a direct endpoint must return a Response
-    with pytest.raises(TypeError, match="GET /dict returned dict"):
-        TestClient(app).get("/dict")
+    assert client.get("/dict").json() == {"a": 1}  # FastAPI's handler serialises data
+    assert client.get("/lies").status_code == 500  # a direct endpoint must return a Response
+    with pytest.raises(TypeError, match="GET /lies returned dict"):
+        TestClient(app).get("/lies")
+    assert client.get("/short/abc").json() == {"code": "abc"}
+    assert client.get("/short/abcd").status_code == 422  # the path constraint is FastAPI's to check
+    with pytest.raises(ValueError, match="no header"):  # the including router's dependency runs
+        TestClient(app).get("/admin/secret")
+    assert client.get("/admin/secret", headers={"x-ok": "1"}).json() == {"secret": True}
     perovdb_app = create_app(Database.__new__(Database), Settings(uri="memory://"))  # routes only, no queries
     direct_paths = {route.path for route in perovdb_app.routes
                     if isinstance(route, DirectRoute) and is_direct(route.dependant)}  # fmt: skip

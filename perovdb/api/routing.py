@@ -2,13 +2,14 @@
 per-request parameter machinery.
 
 perovdb's read endpoints take the ``Request`` (their query string is validated by one model from
-``perovdb.api.params``) and at most string path parameters, and return a ``Response``. For them FastAPI's
-request handler still resolves an empty dependency tree, collects errors and checks the return value on
-every request, which cost about as much as the database query of a small page. ``DirectRoute`` calls such
-an endpoint with the request and its path parameters and returns its response; exception handlers,
-middleware and the OpenAPI document are unchanged (the route is still an ``APIRoute``). Any route with
-something else to resolve — query, header, cookie or body parameters, dependencies, a synchronous
-endpoint — keeps FastAPI's handler.
+``perovdb.api.params``) and at most plain string path parameters, and return a ``Response``. For them
+FastAPI's request handler still resolves an empty dependency tree, collects errors and checks the return
+value on every request, which cost about as much as the database query of a small page. ``DirectRoute``
+calls such an endpoint with the request and its path parameters and returns its response; exception
+handlers, middleware and the OpenAPI document are unchanged (the route is still an ``APIRoute``). Any
+route with something else to resolve — query, header, cookie or body parameters, dependencies (its own or
+those of a router it is included through), constrained or aliased path parameters, a synchronous
+endpoint, a return annotation that is not a ``Response`` — keeps FastAPI's handler.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import routing
 from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_typed_return_annotation
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,13 +32,24 @@ _INJECTED = ("websocket_param_name", "http_connection_param_name", "response_par
 
 
 def is_direct(dependant: Dependant) -> bool:
-    """Whether an endpoint can be called as ``endpoint(request=…, **path_params)``: async, string path
-    parameters only, nothing else to resolve or inject."""
-    if dependant.call is None or not inspect.iscoroutinefunction(dependant.call):
+    """Whether an endpoint can be called as ``endpoint(request=…, **path_params)``: async, annotated to
+    return a ``Response``, plain string path parameters only (no constraints, no aliases), nothing else to
+    resolve or inject."""
+    call = dependant.call
+    if call is None or not inspect.iscoroutinefunction(call):
         return False
     if any(getattr(dependant, name, None) for name in (*_RESOLVED, *_INJECTED)):
         return False
-    return all(param.field_info.annotation is str for param in dependant.path_params)
+    try:
+        returns = get_typed_return_annotation(call)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: leave the route to FastAPI
+        return False
+    if not (inspect.isclass(returns) and issubclass(returns, Response)):
+        return False
+    return all(
+        param.field_info.annotation is str and not param.field_info.metadata and param.alias == param.name
+        for param in dependant.path_params
+    )
 
 
 class DirectRoute(APIRoute):
@@ -43,7 +57,10 @@ class DirectRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         dependant = self.dependant
-        if not is_direct(dependant):
+        # included through a router, the route's effective dependant (with the router's dependencies) is
+        # handed to FastAPI's handler through a context variable (FastAPI >= 0.16x): leave that to FastAPI
+        included = getattr(routing, "_effective_route_context_var", None)
+        if not is_direct(dependant) or (included is not None and included.get() is not None):
             return super().get_route_handler()
         endpoint = dependant.call
         assert endpoint is not None  # checked by is_direct

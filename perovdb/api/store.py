@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 import orjson
 from fastapi import Request
@@ -47,19 +47,26 @@ _ORJSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 class FastJSONResponse(JSONResponse):
     """JSON rendered by orjson (datetimes as ISO-8601, naive ones as UTC). JSON has no NaN or infinity:
-    a float that is one (which validated documents never hold) is rendered as ``null``."""
+    such a float (a failed prediction's value, say) is rendered as ``null``."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, default=_default, option=_ORJSON_OPTIONS)
 
 
+#: what stays as written in a next link's query (RFC 3986 sub-delims, ":@/?" and "%" of existing escapes)
+_QUERY_SAFE = "!$&'()*+,;=:@/?~%"
+
+
 def next_page_url(request: Request, page: dict[str, int]) -> str:
     """The request's URL with the paging parameters in ``page`` set; the rest of its query string is kept
-    as the client wrote it, so the next page is the same query."""
-    kept = [part for part in request.scope["query_string"].decode("latin-1").split("&")
+    as the client wrote it (characters a URL query cannot hold percent-encoded, escapes kept), so the next
+    page is the same query."""
+    parts = request.scope["query_string"].decode("latin-1").split("&")  # latin-1: each byte one character
+    kept = [quote(part, safe=_QUERY_SAFE, encoding="latin-1") for part in parts
             if part and unquote_plus(part.partition("=")[0]) not in page]  # fmt: skip
     kept += [f"{name}={value}" for name, value in page.items()]
-    return str(request.url.replace(query="&".join(kept)))
+    # a raw "#" in the query string makes starlette's URL of the request end in a fragment: drop it
+    return str(request.url.replace(query="&".join(kept), fragment=""))
 
 
 async def in_database(db: Database, work: Callable[[], T]) -> T:
