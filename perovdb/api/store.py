@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,6 +56,7 @@ class FastJSONResponse(JSONResponse):
 
 #: what stays as written in a next link's query (RFC 3986 sub-delims, ":@/?" and "%" of existing escapes)
 _QUERY_SAFE = "!$&'()*+,;=:@/?~%"
+_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9\-._" + re.escape(_QUERY_SAFE) + "]")
 
 
 def next_page_url(request: Request, page: dict[str, int]) -> str:
@@ -62,8 +64,8 @@ def next_page_url(request: Request, page: dict[str, int]) -> str:
     as the client wrote it (characters a URL query cannot hold percent-encoded, escapes kept), so the next
     page is the same query."""
     parts = request.scope["query_string"].decode("latin-1").split("&")  # latin-1: each byte one character
-    kept = [quote(part, safe=_QUERY_SAFE, encoding="latin-1") for part in parts
-            if part and unquote_plus(part.partition("=")[0]) not in page]  # fmt: skip
+    kept = [quote(part, safe=_QUERY_SAFE, encoding="latin-1") if _NEEDS_QUOTING.search(part) else part
+            for part in parts if part and unquote_plus(part.partition("=")[0]) not in page]  # fmt: skip
     kept += [f"{name}={value}" for name, value in page.items()]
     # a raw "#" in the query string makes starlette's URL of the request end in a fragment: drop it
     return str(request.url.replace(query="&".join(kept), fragment=""))
