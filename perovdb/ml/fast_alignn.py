@@ -218,11 +218,7 @@ def edge_gated_conv(
     else:
         messages = graph.src.gather(bh) * sigma
     h = graph.dst.scatter_sum(messages) / (graph.dst.scatter_sum(sigma) + 1e-6)
-    x_new = su + h
-    x_new = F.silu(
-        F.layer_norm(x_new, conv.bn_nodes.normalized_shape, conv.bn_nodes.weight, conv.bn_nodes.bias, conv.bn_nodes.eps)
-    )
-    return x + x_new, y_new
+    return x + _layer_norm_silu(su + h, conv.bn_nodes), y_new
 
 
 class FastALIGNNAtomWisePure(ALIGNNAtomWisePure):
