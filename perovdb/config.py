@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         description="During ingest and builder runs, Python's cyclic garbage collector runs after this many net "
         "allocations instead of 700 (fewer passes over the whole heap; restored afterwards). 0 leaves it alone.",
     )
-    num_workers: int = Field(default=0, ge=0, description="Worker processes for graph building (0 = all cores).")
+    num_workers: int = Field(default=0, ge=0, description="Worker processes for graph building and ingest parsing (0 = all cores).")
     api_key: str | None = Field(default=None, description="Key that unlocks write endpoints of the HTTP API.", repr=False)
     api_max_limit: int = Field(default=1000, ge=1, description="Largest page size of the HTTP API (larger is refused with 400).")
     api_default_limit: int = Field(default=100, ge=1, description="Page size of the HTTP API when none is asked for.")

@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import shutil
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pytest
 from pymatgen.core import Structure
 
 from conftest import HSE_TABLE, JARVIS, MULTIFIDELITY, PBE_TABLE
+from perovdb.errors import InvalidRecord
 from perovdb.ingest import detect_kind, ingest
+from perovdb.ingest.records import ParseMemo, RawRecord, Record
+from perovdb.ingest.writer import IngestWriter
 from perovdb.query import find
 
 
@@ -177,6 +181,65 @@ def test_hse_before_pbe_gives_the_same_structures(tmp_path):
 
     assert content(first) == content(second)
     assert len(content(first)["calculations"]) == 180
+
+
+def _outcome(db, report) -> tuple:
+    """What an ingest did and left stored, without the times it happened at."""
+    stamps = {"created_at", "last_updated"}
+    stored = {
+        name: {key: {k: v for k, v in doc.items() if k not in stamps} for key, doc in docs.items()}
+        for name, docs in snapshot(db).items()
+    }
+    counts = (report.read, report.skipped_unchanged, vars(report.structures), vars(report.calculations))
+    return counts, [str(error) for error in report.rejected], stored
+
+
+def test_parallel_parsing_gives_the_serial_outcome(tmp_path):
+    """Records parsed in worker processes (the next batch while one is written) store what parsing them
+    here stores, with the same rejections: 130 PBE table rows (one rejected) and 130 multi-fidelity rows,
+    in batches of 65 (each big enough for the workers)."""
+    from conftest import make_database
+
+    table = tmp_path / "PBE_data.csv"
+    _write_rows(table, _rows(PBE_TABLE)[420:550])  # original row 512 (rejected) is row 92 here
+    multifidelity = tmp_path / "Training_PBE_and_HSE_data.csv"
+    _write_rows(multifidelity, _rows(MULTIFIDELITY)[:131])  # header + 130 rows
+    outcomes = []
+    for workers in (1, 2):
+        db = make_database("memory", tmp_path)
+        reports = [ingest(db, path, dataset=path.name, batch_size=65, workers=workers) for path in (table, multifidelity)]
+        outcomes.append([_outcome(db, report) for report in reports])
+    serial, parallel = outcomes
+    assert serial[0][1] and serial[0][1][0].startswith("PBE_data.csv row 92: field 'formula'")
+    assert serial[1][0][0] == 130 and serial[1][1] == []
+    assert parallel == serial
+
+
+def _parse_fails_on_row_40(number: int) -> Record:
+    if number == 40:
+        raise RuntimeError("a bug, not bad input")
+    raise InvalidRecord("bad input", field="value")
+
+
+def test_a_bug_in_a_worker_propagates_and_its_batch_writes_nothing(db):
+    """Bad input is a rejection, but any other exception in a worker process is a bug: it reaches the
+    caller, and the batch it happened in writes nothing (not even the ledger)."""
+    records = [
+        RawRecord(name=f"row {n}", dataset="t", key=str(n), digest=str(n), parse=partial(_parse_fails_on_row_40, n))
+        for n in range(1, 71)
+    ]
+    with pytest.raises(RuntimeError, match="a bug, not bad input"):
+        IngestWriter(db, batch_size=70, workers=2).write(records)
+    assert db.store("ingest_ledger").count() == 0
+
+
+def test_parse_memo_travels_to_workers_empty():
+    """A reader's memo of described structures is not shipped with each record to the workers."""
+    import pickle
+
+    memo = ParseMemo(known="a described structure")
+    records = pickle.loads(pickle.dumps([partial(len, memo), partial(len, memo)]))
+    assert records[0].args[0] == {} and records[0].args[0] is records[1].args[0]
 
 
 def test_reingest_is_idempotent_even_when_reparsed(db):

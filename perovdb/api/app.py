@@ -319,8 +319,9 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
             with tempfile.TemporaryDirectory(prefix="perovdb-upload-") as folder:
                 path = Path(folder) / filename
                 path.write_bytes(content)
+                # workers=1: one uploaded file is small, and a server's threads must not fork
                 return ingest(db, path, kind=kind, property_name=property_name, level=level,  # type: ignore[arg-type]
-                              dataset=dataset or f"upload/{filename}", origin=origin)  # type: ignore[arg-type]
+                              dataset=dataset or f"upload/{filename}", origin=origin, workers=1)  # type: ignore[arg-type]
 
         report = await in_database(db, run)
         result = IngestResult(

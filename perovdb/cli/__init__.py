@@ -49,6 +49,9 @@ def ingest(
     dataset: Annotated[str | None, typer.Option(help="Data-set name (default: from the path).")] = None,
     origin: Annotated[str | None, typer.Option(help="relaxed, generated, experimental or unknown.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed placing alloy species in generated cells.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes parsing records (default PEROVDB_NUM_WORKERS; 0 = all cores).")
+    ] = None,
     uri: UriOption = None,
 ) -> None:
     """Ingest structures and results; prints read/new/updated/unchanged/rejected. Exit 1 if any record was rejected."""
@@ -71,6 +74,7 @@ def ingest(
                         dataset=dataset,
                         origin=origin,  # type: ignore[arg-type]
                         seed=seed,
+                        workers=workers,
                         on_progress=lambda n, t=task: progress.advance(t, n),
                     )
             except PerovdbError as error:

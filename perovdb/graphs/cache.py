@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 from pymatgen.core import Structure
 
 from perovdb.artifacts import ArtifactStore
+from perovdb.config import get_settings
 from perovdb.graphs.graph import CrystalGraph, build_graph, graph_from_arrays, structure_arrays
 from perovdb.graphs.settings import GraphSettings
+from perovdb.parallel import process_pool, resolve_workers
 
 #: below this many graphs to build, worker start-up costs more than it saves
 PARALLEL_THRESHOLD = 16
@@ -67,14 +66,6 @@ def _build_one(item: tuple[str, tuple, GraphSettings]) -> tuple[str, CrystalGrap
     return structure_id, graph_from_arrays(*arrays, settings)
 
 
-def default_workers() -> int:
-    """Worker processes when none are given: ``PEROVDB_NUM_WORKERS`` (0 = all cores)."""
-    from perovdb.config import get_settings
-
-    configured = get_settings().num_workers
-    return configured or (os.cpu_count() or 1)
-
-
 def build_graphs(
     structures: Sequence[tuple[str, Structure]],
     settings: GraphSettings | None = None,
@@ -104,8 +95,7 @@ def build_graphs(
             graphs[structure_id] = cached
         else:
             missing.append((structure_id, structure))
-    workers = default_workers() if workers is None or workers <= 0 else workers
-    workers = min(workers, len(missing))
+    workers = min(resolve_workers(workers, get_settings().num_workers), len(missing))
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -124,9 +114,8 @@ def build_graphs(
                 done(structure_id, builder(structure, settings))
         else:
             items = [(sid, structure_arrays(s), settings) for sid, s in missing]
-            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
             chunksize = max(1, len(items) // (workers * 8))
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+            with process_pool(workers, initializer=_init_worker) as pool:
                 for structure_id, graph in pool.map(_build_one, items, chunksize=chunksize):
                     done(structure_id, graph)
     return {structure_id: graphs[structure_id] for structure_id in order}

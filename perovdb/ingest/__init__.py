@@ -93,9 +93,12 @@ def ingest(
     origin: Origin | None = None,
     seed: int | None = None,
     batch_size: int | None = None,
+    workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Read ``path`` and store its documents in ``db``; bad records are rejected and reported, never stored."""
+    """Read ``path`` and store its documents in ``db``; bad records are rejected and reported, never stored.
+
+    ``workers`` processes parse records (default ``Settings.num_workers``, 0 = all cores; 1 = here)."""
     stream = read(
         Path(path),
         kind=kind,
@@ -106,7 +109,7 @@ def ingest(
         seed=db.settings.generation_seed if seed is None else seed,
     )
     with db.lock("ingest"):  # two ingests at once would race on merged sources
-        return IngestWriter(db, batch_size=batch_size).write(stream, on_progress=on_progress)
+        return IngestWriter(db, batch_size=batch_size, workers=workers).write(stream, on_progress=on_progress)
 
 
 def count_records(path: str | Path, kind: Kind = "auto") -> int | None:

@@ -59,6 +59,25 @@ ReadResult = RawRecord | InvalidRecord
 RecordStream = Iterator[ReadResult]
 
 
+def parse_record(item: RawRecord) -> Record | InvalidRecord:
+    """``item.parse()``, or the ``InvalidRecord`` naming it when its input is bad (bugs propagate)."""
+    try:
+        return item.parse()
+    except ValueError as error:  # InvalidRecord, pydantic's ValidationError, parsers' errors
+        return rejected(error, item.name)
+
+
+class ParseMemo(dict):  # type: ignore[type-arg]
+    """A cache the records of one reader share while parsing (e.g. structures already described).
+
+    It pickles empty: records sent to worker processes carry no documents; the records of one pickled
+    chunk of work share one fresh memo there.
+    """
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return type(self), ()
+
+
 def raw_digest(*parts: object) -> str:
     """Digest of raw content (bytes or text) and options."""
     digest = hashlib.sha256()

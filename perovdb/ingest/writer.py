@@ -15,9 +15,10 @@ Merge rules (order-independent, so re-ingest changes nothing):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from maggma.core import Store
 
@@ -27,9 +28,12 @@ from perovdb.documents.structure import DIGEST_CHECKED
 from perovdb.errors import InvalidRecord
 from perovdb.gc_passes import fewer_gc_passes
 from perovdb.ingest.readers.composition_tables import LATTICE_LEVEL_PRIORITY
-from perovdb.ingest.records import RawRecord, ReadResult, Record, rejected
+from perovdb.ingest.records import RawRecord, ReadResult, Record, parse_record, rejected
+from perovdb.parallel import process_pool, resolve_workers
 
 LEDGER = "ingest_ledger"
+#: below this many records to parse in a batch, starting worker processes costs more than it saves
+PARALLEL_THRESHOLD = 64
 
 
 @dataclass
@@ -113,11 +117,17 @@ def merge_calculation(current: CalculationDoc | None, incoming: CalculationDoc) 
 
 
 class IngestWriter:
-    """Writes reader output into a ``Database``; see the module docstring for the rules."""
+    """Writes reader output into a ``Database``; see the module docstring for the rules.
 
-    def __init__(self, db: Database, batch_size: int | None = None) -> None:
+    Records are parsed in ``workers`` processes (default ``Settings.num_workers``, 0 = all cores) when a
+    batch has enough of them, the next batch while the current one is written; merging and writing stay
+    in this process, batch after batch, so the outcome is the serial one.
+    """
+
+    def __init__(self, db: Database, batch_size: int | None = None, workers: int | None = None) -> None:
         self.db = db
         self.batch_size = batch_size or db.settings.ingest_batch_size
+        self.workers = resolve_workers(workers, db.settings.num_workers)
         self.ledger: Store = db.store(LEDGER, key="ledger_key")
 
     def write(
@@ -125,25 +135,31 @@ class IngestWriter:
     ) -> IngestReport:
         """Ingest every result; ``on_progress(n)`` is called after each batch of ``n`` records."""
         report = IngestReport()
-        with fewer_gc_passes(self.db.settings.bulk_gc_threshold):
+        with fewer_gc_passes(self.db.settings.bulk_gc_threshold), _RecordParser(self.workers) as parser:
+            pending: _ParsedBatch | None = None
             for batch in chunks(results, self.batch_size):
-                self._write_batch(batch, report)
-                if on_progress:
-                    on_progress(len(batch))
+                report.read += len(batch)
+                raw = [item for item in batch if isinstance(item, RawRecord)]
+                invalid = [item for item in batch if isinstance(item, InvalidRecord)]
+                parsed = _ParsedBatch(len(batch), invalid, parser.parse(self._changed(raw, report)))
+                if pending is not None:  # written while the workers parse the batch just read
+                    self._write_batch(pending, report, on_progress)
+                pending = parsed
+            if pending is not None:
+                self._write_batch(pending, report, on_progress)
         return report
 
     # -- one batch --------------------------------------------------------------------------
-    def _write_batch(self, batch: list[ReadResult], report: IngestReport) -> None:
-        report.read += len(batch)
-        raw = [item for item in batch if isinstance(item, RawRecord)]
-        report.rejected += [item for item in batch if isinstance(item, InvalidRecord)]
-        to_parse = self._changed(raw, report)
+    def _write_batch(
+        self, batch: _ParsedBatch, report: IngestReport, on_progress: Callable[[int], None] | None
+    ) -> None:
+        report.rejected += batch.invalid
         records: list[tuple[RawRecord, Record]] = []
-        for item in to_parse:
-            try:
-                records.append((item, item.parse()))
-            except ValueError as error:  # bad input (InvalidRecord, pydantic, parsers); bugs propagate
-                report.rejected.append(rejected(error, item.name))
+        for item, outcome in batch.parsed:
+            if isinstance(outcome, InvalidRecord):
+                report.rejected.append(outcome)
+            else:
+                records.append((item, outcome))
         stored_s = self._load(self.db.structures, "structure_id", StructureDoc, records, "structures")
         stored_c = self._load(self.db.calculations, "calculation_id", CalculationDoc, records, "calculations")
         staged_s: dict[str, StructureDoc] = {}
@@ -170,6 +186,8 @@ class IngestWriter:
         self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures)
         self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations)
         self._record_ledger(accepted)
+        if on_progress:
+            on_progress(batch.size)
 
     def _changed(self, raw: list[RawRecord], report: IngestReport) -> list[RawRecord]:
         """The records that must be parsed: not in the ledger, changed, or whose documents are gone."""
@@ -245,6 +263,44 @@ class IngestWriter:
         ]
         if entries:
             self.ledger.update(entries, key="ledger_key")
+
+
+@dataclass
+class _ParsedBatch:
+    """One batch of reader output: its size, the reader's rejections, and its parsed records (lazily)."""
+
+    size: int
+    invalid: list[InvalidRecord]
+    parsed: Iterator[tuple[RawRecord, Record | InvalidRecord]]
+
+
+class _RecordParser:
+    """Parses raw records here, or in worker processes for batches of ``PARALLEL_THRESHOLD`` or more.
+
+    ``parse`` submits a batch to the workers at once and returns its results lazily, so the caller can
+    write the previous batch meanwhile. The pool starts with the first big batch (a re-ingest that
+    skips everything never starts one) and stops on leaving the ``with`` block.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def parse(self, items: list[RawRecord]) -> Iterator[tuple[RawRecord, Record | InvalidRecord]]:
+        if self.workers <= 1 or len(items) < PARALLEL_THRESHOLD:
+            return ((item, parse_record(item)) for item in items)
+        if self._pool is None:
+            self._pool = process_pool(self.workers)
+        chunksize = max(1, len(items) // (self.workers * 4))
+        return zip(items, self._pool.map(parse_record, items, chunksize=chunksize), strict=True)
 
 
 def _existing(store: Store, key: str, ids: set[str]) -> set[str]:

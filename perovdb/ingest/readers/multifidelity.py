@@ -20,6 +20,7 @@ from perovdb.ingest.records import (
     Record,
     RecordStream,
     dataset_name,
+    ParseMemo,
     make_source,
     raw_digest,
 )
@@ -49,7 +50,7 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
         if missing:
             yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
             return
-        described: dict[str, StructureDoc] = {}  # by geometry id: many HSE06 rows repeat their PBE row's structure
+        described = ParseMemo()  # by geometry id: many HSE06 rows repeat their PBE row's structure
         for row_number, row in enumerate(reader, start=1):
             yield RawRecord(
                 name=f"{path.name} row {row_number}",
