@@ -1,4 +1,5 @@
-"""The ingest writer: dedups, merges and upserts what readers yield. It never parses files itself.
+"""The ingest writer: parses the records readers yield (in worker processes for big batches), then
+dedups, merges and upserts their documents here.
 
 Per batch of raw records: records whose raw digest is in the ingest ledger (and whose documents
 still exist) are skipped unparsed; the others are parsed, merged with what is stored (rules below),
