@@ -47,6 +47,24 @@ class ThreadLocks:
             lock.release()
 
 
+#: descriptors of the lock files this process holds: a forked child (a worker process) closes its copies,
+#: so a lock stays with the process that took it and dies with it, even if a worker outlives it
+_HELD_LOCK_FILES: set[int] = set()
+
+
+def _close_held_lock_files() -> None:
+    for descriptor in _HELD_LOCK_FILES:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _HELD_LOCK_FILES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_lock_files)
+
+
 @contextmanager
 def file_lock(directory: Path, name: str, timeout: float) -> Iterator[None]:
     """Exclusive ``flock`` on ``directory/locks/<name>.lock``."""
@@ -64,9 +82,11 @@ def file_lock(directory: Path, name: str, timeout: float) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise LockTimeout(f"lock {name!r} is held by another process (waited {timeout:g} s)") from None
                 time.sleep(POLL_SECONDS)
+        _HELD_LOCK_FILES.add(handle.fileno())
         try:
             yield
         finally:
+            _HELD_LOCK_FILES.discard(handle.fileno())
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

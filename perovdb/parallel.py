@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
+#: seconds between a worker's checks that the process that started it is still alive
+PARENT_CHECK_SECONDS = 1.0
+
 
 def resolve_workers(workers: int | None, configured: int = 0) -> int:
-    """Processes to use: ``workers`` when positive, else ``configured`` (``Settings.num_workers``), where
-    0 means one per available core."""
-    if workers is not None and workers > 0:
-        return workers
-    if configured > 0:
-        return configured
+    """Processes to use: ``workers``, or ``configured`` (``Settings.num_workers``) when it is None;
+    0 means one per core this process may run on."""
+    count = configured if workers is None else workers
+    if count < 0:
+        raise ValueError(f"worker processes must be 0 (one per core) or more, not {count}")
+    if count > 0:
+        return count
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may run on (containers, taskset)
     except AttributeError:  # not on Linux
@@ -23,6 +31,29 @@ def resolve_workers(workers: int | None, configured: int = 0) -> int:
 
 def process_pool(workers: int, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, forked where the platform can (workers inherit the imported
-    modules instead of importing pymatgen or torch again)."""
+    modules instead of importing pymatgen or torch again); ``initializer`` runs in each after
+    ``_start_worker``."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=initializer)
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer),
+    )
+
+
+def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:
+    """Make a worker a quiet helper of ``parent``: Ctrl-C is the parent's to handle (it stops the pool),
+    output goes to the real streams (not a forked copy of the parent's progress display), and the worker
+    exits if the parent dies without stopping it (killed), instead of idling forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
+    if initializer is not None:
+        initializer()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from collections import Counter
 from functools import partial
@@ -13,8 +14,9 @@ from pymatgen.core import Structure
 
 from conftest import HSE_TABLE, JARVIS, MULTIFIDELITY, PBE_TABLE
 from perovdb.errors import InvalidRecord
+from perovdb.locks import LockTimeout
 from perovdb.ingest import detect_kind, ingest
-from perovdb.ingest.records import ParseMemo, RawRecord, Record
+from perovdb.ingest.records import ParseMemo, RawRecord, Record, parse_record
 from perovdb.ingest.writer import IngestWriter
 from perovdb.query import find
 
@@ -95,8 +97,6 @@ def test_rows_of_one_geometry_each_keep_their_own_structure(db, tmp_path):
 
 
 def test_id_prop_needs_property_and_level(db):
-    from perovdb.errors import InvalidRecord
-
     with pytest.raises(InvalidRecord, match="property"):
         ingest(db, JARVIS)
     with pytest.raises(InvalidRecord, match="unknown property"):
@@ -184,53 +184,73 @@ def test_hse_before_pbe_gives_the_same_structures(tmp_path):
 
 
 def _outcome(db, report) -> tuple:
-    """What an ingest did and left stored, without the times it happened at."""
+    """What an ingest did and left stored (documents and ledger), without the times it happened at."""
     stamps = {"created_at", "last_updated"}
     stored = {
         name: {key: {k: v for k, v in doc.items() if k not in stamps} for key, doc in docs.items()}
         for name, docs in snapshot(db).items()
     }
+    ledger = sorted(
+        ({k: v for k, v in entry.items() if k not in stamps | {"_id"}} for entry in db.store("ingest_ledger").query({})),
+        key=lambda entry: entry["ledger_key"],
+    )
     counts = (report.read, report.skipped_unchanged, vars(report.structures), vars(report.calculations))
-    return counts, [str(error) for error in report.rejected], stored
+    return counts, [str(error) for error in report.rejected], stored, ledger
 
 
-def test_parallel_parsing_gives_the_serial_outcome(tmp_path):
-    """Records parsed in worker processes (the next batch while one is written) store what parsing them
-    here stores, with the same rejections: 130 PBE table rows (one rejected) and 130 multi-fidelity rows,
-    in batches of 65 (each big enough for the workers)."""
+def _parse_noting_process(folder: Path, item: RawRecord) -> Record | InvalidRecord:
+    (folder / str(os.getpid())).touch()
+    return parse_record(item)
+
+
+def test_parallel_parsing_gives_the_serial_outcome(tmp_path, monkeypatch):
+    """Records parsed in worker processes store what parsing them here stores (documents and which
+    record gave which, in the ledger), with the same rejections: 130 PBE table rows (one rejected) and
+    130 multi-fidelity rows, in batches of 65 (each big enough for the workers)."""
     from conftest import make_database
+
+    from perovdb.ingest import writer
 
     table = tmp_path / "PBE_data.csv"
     _write_rows(table, _rows(PBE_TABLE)[420:550])  # original row 512 (rejected) is row 92 here
     multifidelity = tmp_path / "Training_PBE_and_HSE_data.csv"
     _write_rows(multifidelity, _rows(MULTIFIDELITY)[:131])  # header + 130 rows
-    outcomes = []
+    outcomes, processes = [], []
     for workers in (1, 2):
+        folder = tmp_path / f"parsed-by-{workers}"
+        folder.mkdir()
+        monkeypatch.setattr(writer, "parse_record", partial(_parse_noting_process, folder))
         db = make_database("memory", tmp_path)
         reports = [ingest(db, path, dataset=path.name, batch_size=65, workers=workers) for path in (table, multifidelity)]
         outcomes.append([_outcome(db, report) for report in reports])
+        processes.append({int(path.name) for path in folder.iterdir()})
+    assert processes[0] == {os.getpid()}
+    assert processes[1] and os.getpid() not in processes[1]  # the workers parsed, not this process
     serial, parallel = outcomes
     assert serial[0][1] and serial[0][1][0].startswith("PBE_data.csv row 92: field 'formula'")
-    assert serial[1][0][0] == 130 and serial[1][1] == []
+    assert serial[1][0][0] == 130 and serial[1][1] == [] and len(serial[1][3]) == 129 + 130  # the ledger of both files
     assert parallel == serial
 
 
-def _parse_fails_on_row_40(number: int) -> Record:
-    if number == 40:
+def _parse_fails_on(bad: int, number: int) -> Record:
+    if number == bad:
         raise RuntimeError("a bug, not bad input")
-    raise InvalidRecord("bad input", field="value")
+    if number % 10 == 0:
+        raise InvalidRecord("bad input", field="value")
+    return Record(name=f"row {number}")
 
 
 def test_a_bug_in_a_worker_propagates_and_its_batch_writes_nothing(db):
     """Bad input is a rejection, but any other exception in a worker process is a bug: it reaches the
-    caller, and the batch it happened in writes nothing (not even the ledger)."""
+    caller; the batch before it is stored, the batch it happened in writes nothing."""
     records = [
-        RawRecord(name=f"row {n}", dataset="t", key=str(n), digest=str(n), parse=partial(_parse_fails_on_row_40, n))
-        for n in range(1, 71)
+        RawRecord(name=f"row {n}", dataset="t", key=str(n), digest=str(n), parse=partial(_parse_fails_on, 110, n))
+        for n in range(1, 141)
     ]
     with pytest.raises(RuntimeError, match="a bug, not bad input"):
         IngestWriter(db, batch_size=70, workers=2).write(records)
-    assert db.store("ingest_ledger").count() == 0
+    stored = {entry["record"] for entry in db.store("ingest_ledger").query({})}
+    assert stored == {str(n) for n in range(1, 71) if n % 10}
 
 
 def test_parse_memo_travels_to_workers_empty():
@@ -240,6 +260,99 @@ def test_parse_memo_travels_to_workers_empty():
     memo = ParseMemo(known="a described structure")
     records = pickle.loads(pickle.dumps([partial(len, memo), partial(len, memo)]))
     assert records[0].args[0] == {} and records[0].args[0] is records[1].args[0]
+
+
+def test_worker_counts():
+    from perovdb.parallel import resolve_workers
+
+    assert resolve_workers(3, configured=5) == 3
+    assert resolve_workers(None, configured=5) == 5
+    assert resolve_workers(0, configured=5) == resolve_workers(None, configured=0) >= 1  # 0: one per core
+    with pytest.raises(ValueError, match="one per core"):
+        resolve_workers(-1)
+
+
+@pytest.mark.parametrize("check_seconds", [60.0, 0.2])
+def test_workers_of_a_killed_ingest_do_not_keep_its_lock(tmp_path, check_seconds):
+    """Forked workers close their copies of the parent's lock files, and exit once orphaned: an ingest
+    killed outright (OOM, a CI timeout) leaves neither a locked embedded store nor idle workers. With
+    a 60 s orphan check the worker is still there when the lock is tried, so the lock is free because the
+    worker closed its copy; with a 0.2 s check the worker is gone soon after."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from perovdb.locks import file_lock
+
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from perovdb import parallel\n"
+        "from perovdb.locks import file_lock\n"
+        "parallel.PARENT_CHECK_SECONDS = float(sys.argv[2])\n"
+        "with file_lock(Path(sys.argv[1]), 'ingest', timeout=5):\n"
+        "    pool = parallel.process_pool(1)\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path), str(check_seconds)]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    worker = int(holder.stdout.readline())
+    try:
+        with pytest.raises(LockTimeout):  # held while its holder lives
+            with file_lock(tmp_path, "ingest", timeout=0.3):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with file_lock(tmp_path, "ingest", timeout=0.5):
+            pass
+        deadline = time.monotonic() + 10
+        while _running(worker) and time.monotonic() < deadline and check_seconds < 1:
+            time.sleep(0.1)
+        assert _running(worker) == (check_seconds > 1)
+    finally:
+        holder.kill()
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may wait for a reaper that never comes)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_unreadable_csv_row_is_rejected_and_reading_goes_on(db, tmp_path):
+    rows = [list(r) for r in _rows(HSE_TABLE)[:12]]
+    rows[6][0] = "x" * 200_000  # over csv's default field size limit (a process-wide setting: pinned here)
+    _write_rows(tmp_path / "HSE_data.csv", rows)
+    limit = csv.field_size_limit(131_072)
+    try:
+        report = ingest(db, tmp_path / "HSE_data.csv", dataset="t")
+    finally:
+        csv.field_size_limit(limit)
+    assert [(e.record, e.field) for e in report.rejected] == [("HSE_data.csv row 7", "row")]
+    assert "field larger than field limit" in str(report.rejected[0])
+    assert report.calculations.new == 11
+
+
+def test_a_file_listed_twice_in_id_prop_is_rejected(db, tmp_path):
+    folder = tmp_path / "gaps"
+    folder.mkdir()
+    for name in ("POSCAR-JVASP-10.vasp", "POSCAR-JVASP-107772.vasp"):
+        shutil.copy(JARVIS / name, folder / name)
+    (folder / "id_prop.csv").write_text("POSCAR-JVASP-10.vasp,1.0\nPOSCAR-JVASP-107772.vasp,0.5\nPOSCAR-JVASP-10.vasp,2.0\n")
+    for attempt in range(2):
+        report = ingest(db, folder, property_name="band_gap", level="HSE06")
+        assert [(e.record, e.field) for e in report.rejected] == [("id_prop.csv row 3 (POSCAR-JVASP-10.vasp)", "file")]
+        assert "listed again (first on row 1)" in str(report.rejected[0])
+        gaps = {c["source"]["record"]: c["properties"]["band_gap"] for c in find(db, "calculations", {})}
+        assert gaps == {"POSCAR-JVASP-10.vasp": 1.0, "POSCAR-JVASP-107772.vasp": 0.5}
+        assert report.updated == 0
 
 
 def test_reingest_is_idempotent_even_when_reparsed(db):

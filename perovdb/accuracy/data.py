@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +88,6 @@ def find_twins(records: Sequence[EvalRecord]) -> dict[str, str]:
 
 def load_multifidelity(path: Path = MULTIFIDELITY_CSV) -> list[EvalRecord]:
     """The 983 rows of the multi-fidelity CSV (613 PBE + 370 HSE06), with compound keys and PBE twins."""
-    csv.field_size_limit(sys.maxsize)
     frame = pd.read_csv(path)
     records = []
     for row_number, cells in enumerate(frame.to_dict("records"), start=1):

@@ -124,8 +124,10 @@ def count_records(path: str | Path, kind: Kind = "auto") -> int | None:
     if kind == "multifidelity":
         import csv
 
+        from perovdb.ingest.records import readable_rows
+
         with open(path, newline="") as handle:
-            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+            return max(sum(1 for _ in readable_rows(csv.reader(handle), path.name)) - 1, 0)
     if kind == "id-prop":
         return sum(1 for line in open(path / "id_prop.csv") if line.strip())
     if kind == "structures":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from perovdb.documents import CalculationDoc, Source, StructureDoc
 from perovdb.errors import InvalidRecord
@@ -67,15 +69,32 @@ def parse_record(item: RawRecord) -> Record | InvalidRecord:
         return rejected(error, item.name)
 
 
-class ParseMemo(dict):  # type: ignore[type-arg]
+class ParseMemo(dict[str, Any]):
     """A cache the records of one reader share while parsing (e.g. structures already described).
 
-    It pickles empty: records sent to worker processes carry no documents; the records of one pickled
-    chunk of work share one fresh memo there.
+    It pickles (and copies) empty: records sent to worker processes carry no documents; the records of
+    one pickled chunk of work share one fresh memo there.
     """
 
     def __reduce__(self) -> tuple[type, tuple]:
         return type(self), ()
+
+
+def readable_rows(reader: Iterator[Any], name: str) -> Iterator[Any]:
+    """The rows of a ``csv`` reader, one per record; a row csv cannot read (a field over its size limit,
+    an unclosed quote at the end) comes as an ``InvalidRecord`` naming ``name`` and the row, and reading
+    goes on with the next one."""
+    row_number = 0
+    while True:
+        row_number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield InvalidRecord(f"unreadable CSV: {error}", field="row", record=f"{name} row {row_number}")
+            continue
+        yield row
 
 
 def raw_digest(*parts: object) -> str:

@@ -16,12 +16,13 @@ Merge rules (order-independent, so re-ingest changes nothing):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from maggma.core import Store
+from typing_extensions import Self
 
 from perovdb.db import Database, chunks
 from perovdb.documents import CalculationDoc, StructureDoc, utcnow
@@ -120,9 +121,9 @@ def merge_calculation(current: CalculationDoc | None, incoming: CalculationDoc) 
 class IngestWriter:
     """Writes reader output into a ``Database``; see the module docstring for the rules.
 
-    Records are parsed in ``workers`` processes (default ``Settings.num_workers``, 0 = all cores) when a
-    batch has enough of them, the next batch while the current one is written; merging and writing stay
-    in this process, batch after batch, so the outcome is the serial one.
+    The records of a batch are parsed in ``workers`` processes (default ``Settings.num_workers``, 0 = all
+    cores) when there are enough of them; everything else happens here, batch after batch, in the order
+    a one-process ingest does it, so the outcome is the same.
     """
 
     def __init__(self, db: Database, batch_size: int | None = None, workers: int | None = None) -> None:
@@ -136,27 +137,20 @@ class IngestWriter:
     ) -> IngestReport:
         """Ingest every result; ``on_progress(n)`` is called after each batch of ``n`` records."""
         report = IngestReport()
-        with fewer_gc_passes(self.db.settings.bulk_gc_threshold), _RecordParser(self.workers) as parser:
-            pending: _ParsedBatch | None = None
+        with fewer_gc_passes(self.db.settings.bulk_gc_threshold), RecordParser(self.workers) as parser:
             for batch in chunks(results, self.batch_size):
-                report.read += len(batch)
-                raw = [item for item in batch if isinstance(item, RawRecord)]
-                invalid = [item for item in batch if isinstance(item, InvalidRecord)]
-                parsed = _ParsedBatch(len(batch), invalid, parser.parse(self._changed(raw, report)))
-                if pending is not None:  # written while the workers parse the batch just read
-                    self._write_batch(pending, report, on_progress)
-                pending = parsed
-            if pending is not None:
-                self._write_batch(pending, report, on_progress)
+                self._write_batch(batch, report, parser)
+                if on_progress:
+                    on_progress(len(batch))
         return report
 
     # -- one batch --------------------------------------------------------------------------
-    def _write_batch(
-        self, batch: _ParsedBatch, report: IngestReport, on_progress: Callable[[int], None] | None
-    ) -> None:
-        report.rejected += batch.invalid
+    def _write_batch(self, batch: list[ReadResult], report: IngestReport, parser: RecordParser) -> None:
+        report.read += len(batch)
+        raw = [item for item in batch if isinstance(item, RawRecord)]
+        report.rejected += [item for item in batch if isinstance(item, InvalidRecord)]
         records: list[tuple[RawRecord, Record]] = []
-        for item, outcome in batch.parsed:
+        for item, outcome in parser.parse(self._changed(raw, report)):
             if isinstance(outcome, InvalidRecord):
                 report.rejected.append(outcome)
             else:
@@ -187,8 +181,6 @@ class IngestWriter:
         self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures)
         self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations)
         self._record_ledger(accepted)
-        if on_progress:
-            on_progress(batch.size)
 
     def _changed(self, raw: list[RawRecord], report: IngestReport) -> list[RawRecord]:
         """The records that must be parsed: not in the ledger, changed, or whose documents are gone."""
@@ -266,22 +258,10 @@ class IngestWriter:
             self.ledger.update(entries, key="ledger_key")
 
 
-@dataclass
-class _ParsedBatch:
-    """One batch of reader output: its size, the reader's rejections, and its parsed records (lazily)."""
-
-    size: int
-    invalid: list[InvalidRecord]
-    parsed: Iterator[tuple[RawRecord, Record | InvalidRecord]]
-
-
-class _RecordParser:
-    """Parses raw records here, or in worker processes for batches of ``PARALLEL_THRESHOLD`` or more.
-
-    ``parse`` submits a batch to the workers at once and returns its results lazily, so the caller can
-    write the previous batch meanwhile. The pool starts with the first big batch (a re-ingest that
-    skips everything never starts one) and stops on leaving the ``with`` block.
-    """
+class RecordParser:
+    """Parses raw records, in this process or, for ``PARALLEL_THRESHOLD`` records or more, in a pool of
+    ``workers`` processes that starts with the first such batch (a re-ingest that skips everything never
+    starts one) and stops on leaving the ``with`` block."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -295,13 +275,14 @@ class _RecordParser:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def parse(self, items: list[RawRecord]) -> Iterator[tuple[RawRecord, Record | InvalidRecord]]:
+    def parse(self, items: list[RawRecord]) -> list[tuple[RawRecord, Record | InvalidRecord]]:
+        """Each item with its parsed ``Record``, or the ``InvalidRecord`` that rejects it, in order."""
         if self.workers <= 1 or len(items) < PARALLEL_THRESHOLD:
-            return ((item, parse_record(item)) for item in items)
+            return [(item, parse_record(item)) for item in items]
         if self._pool is None:
             self._pool = process_pool(self.workers)
         chunksize = max(1, len(items) // (self.workers * 4))
-        return zip(items, self._pool.map(parse_record, items, chunksize=chunksize), strict=True)
+        return list(zip(items, self._pool.map(parse_record, items, chunksize=chunksize), strict=True))
 
 
 def _existing(store: Store, key: str, ids: set[str]) -> set[str]:

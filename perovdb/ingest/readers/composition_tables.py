@@ -23,6 +23,7 @@ from perovdb.ingest.records import (
     dataset_name,
     make_source,
     raw_digest,
+    readable_rows,
 )
 
 COMPOSITION_COLUMNS = ("K", "Rb", "Cs", "MA", "FA", "Ca", "Sr", "Ba", "Ge", "Sn", "Pb", "Cl", "Br", "I")
@@ -101,7 +102,10 @@ def read_composition_table(
         raise InvalidRecord(f"no composition-table layout for level {level.value}", field="level_of_theory")
     dataset = dataset_name(path, dataset)
     with open(path, newline="") as handle:
-        for row_number, row in enumerate(csv.reader(handle), start=1):
+        for row_number, row in enumerate(readable_rows(csv.reader(handle), path.name), start=1):
+            if isinstance(row, InvalidRecord):
+                yield row
+                continue
             name = f"{path.name} row {row_number}"
             yield RawRecord(
                 name=name,

@@ -10,7 +10,16 @@ from perovdb.documents import CalculationDoc, CalculationProperties, LevelOfTheo
 from perovdb.documents.structure import Origin
 from perovdb.errors import InvalidRecord
 from perovdb.ingest.readers.structure_files import load_structure
-from perovdb.ingest.records import READER_VERSION, RawRecord, Record, RecordStream, dataset_name, make_source, raw_digest
+from perovdb.ingest.records import (
+    READER_VERSION,
+    RawRecord,
+    Record,
+    RecordStream,
+    dataset_name,
+    make_source,
+    raw_digest,
+    readable_rows,
+)
 
 
 def is_id_prop_folder(path: Path) -> bool:
@@ -31,10 +40,18 @@ def read_id_prop_folder(
     spec = property_spec(property_name)
     dataset = dataset_name(folder, dataset)
     with open(folder / "id_prop.csv", newline="") as handle:
-        rows = list(csv.reader(handle))
+        rows = list(readable_rows(csv.reader(handle), "id_prop.csv"))
+    first_row: dict[str, int] = {}
     for row_number, row in enumerate(rows, start=1):
+        if isinstance(row, InvalidRecord):
+            yield row
+            continue
         name = f"id_prop.csv row {row_number}" + (f" ({row[0].strip()})" if row else "")
         file_name = row[0].strip() if row else ""
+        if file_name and first_row.setdefault(file_name, row_number) != row_number:
+            # one file, one record: a second value for it would depend on which row is read last
+            yield InvalidRecord(f"{file_name} is listed again (first on row {first_row[file_name]})", field="file", record=name)
+            continue
         path = folder / file_name
         content = path.read_bytes() if file_name and path.is_file() else b""
         yield RawRecord(

@@ -16,13 +16,14 @@ from perovdb.documents.structure import geometry_id, structure_dict
 from perovdb.errors import InvalidRecord
 from perovdb.ingest.records import (
     READER_VERSION,
+    ParseMemo,
     RawRecord,
     Record,
     RecordStream,
     dataset_name,
-    ParseMemo,
     make_source,
     raw_digest,
+    readable_rows,
 )
 
 REQUIRED_COLUMNS = ("Name", "Decomposition Energy", "Crystal Structure", "Structure", "Functional", "Band Gap")
@@ -51,7 +52,10 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
             yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
             return
         described = ParseMemo()  # by geometry id: many HSE06 rows repeat their PBE row's structure
-        for row_number, row in enumerate(reader, start=1):
+        for row_number, row in enumerate(readable_rows(reader, path.name), start=1):
+            if isinstance(row, InvalidRecord):
+                yield row
+                continue
             yield RawRecord(
                 name=f"{path.name} row {row_number}",
                 dataset=dataset,
