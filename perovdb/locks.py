@@ -47,22 +47,28 @@ class ThreadLocks:
             lock.release()
 
 
-#: descriptors of the lock files this process holds: a forked child (a worker process) closes its copies,
-#: so a lock stays with the process that took it and dies with it, even if a worker outlives it
+#: descriptors of the lock files this process holds: a forked child (a worker process) lets go of its
+#: copies, so a lock stays with the process that took it and dies with it, even if a worker outlives it
 _HELD_LOCK_FILES: set[int] = set()
 
 
-def _close_held_lock_files() -> None:
-    for descriptor in _HELD_LOCK_FILES:
-        try:
-            os.close(descriptor)
-        except OSError:
-            pass
+def _release_inherited_lock_files() -> None:
+    """In a forked child: point each held lock descriptor at /dev/null. That drops the child's reference
+    to the locked file, while the number stays taken (closing it would let a new file reuse it, which the
+    lock's own cleanup would then unlock and close)."""
+    if not _HELD_LOCK_FILES:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for descriptor in _HELD_LOCK_FILES:
+            os.dup2(null, descriptor)
+    finally:
+        os.close(null)
     _HELD_LOCK_FILES.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_held_lock_files)
+    os.register_at_fork(after_in_child=_release_inherited_lock_files)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import TextIO
 
 #: seconds between a worker's checks that the process that started it is still alive
 PARENT_CHECK_SECONDS = 1.0
@@ -21,6 +22,8 @@ def resolve_workers(workers: int | None, configured: int = 0) -> int:
     count = configured if workers is None else workers
     if count < 0:
         raise ValueError(f"worker processes must be 0 (one per core) or more, not {count}")
+    if multiprocessing.current_process().daemon:  # e.g. inside a multiprocessing.Pool task
+        return 1  # a daemonic process may not start processes of its own
     if count > 0:
         return count
     try:
@@ -47,10 +50,19 @@ def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:
     output goes to the real streams (not a forked copy of the parent's progress display), and the worker
     exits if the parent dies without stopping it (killed), instead of idling forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    sys.stdout, sys.stderr = _own_stream(1), _own_stream(2)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
     if initializer is not None:
         initializer()
+
+
+def _own_stream(descriptor: int) -> TextIO:
+    """A new text stream on ``descriptor``: not the parent's stream objects, whose locks a thread of the
+    parent (a progress display) may have held at the fork."""
+    try:
+        return open(descriptor, "w", buffering=1, closefd=False, errors="backslashreplace")
+    except OSError:  # no such descriptor (a detached parent)
+        return open(os.devnull, "w")
 
 
 def _exit_when_orphaned(parent: int) -> None:

@@ -81,9 +81,9 @@ class ParseMemo(dict[str, Any]):
 
 
 def readable_rows(reader: Iterator[Any], name: str) -> Iterator[Any]:
-    """The rows of a ``csv`` reader, one per record; a row csv cannot read (a field over its size limit,
-    an unclosed quote at the end) comes as an ``InvalidRecord`` naming ``name`` and the row, and reading
-    goes on with the next one."""
+    """The rows of a ``csv`` reader, one per record, up to the first row csv cannot read (a field over
+    its size limit), which comes as an ``InvalidRecord`` naming ``name`` and the row; reading stops there,
+    since after a broken quoted field the following rows could not be numbered reliably."""
     row_number = 0
     while True:
         row_number += 1
@@ -92,8 +92,9 @@ def readable_rows(reader: Iterator[Any], name: str) -> Iterator[Any]:
         except StopIteration:
             return
         except csv.Error as error:
-            yield InvalidRecord(f"unreadable CSV: {error}", field="row", record=f"{name} row {row_number}")
-            continue
+            message = f"unreadable CSV ({error}); the rows after it were not read"
+            yield InvalidRecord(message, field="row", record=f"{name} row {row_number}")
+            return
         yield row
 
 
