@@ -95,7 +95,8 @@ def build_graphs(
             graphs[structure_id] = cached
         else:
             missing.append((structure_id, structure))
-    workers = min(resolve_workers(workers, get_settings().num_workers), len(missing))
+    configured = get_settings().num_workers if workers is None else 0  # the environment read only when needed
+    workers = min(resolve_workers(workers, configured), len(missing))
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
