@@ -47,8 +47,9 @@ def process_pool(workers: int, initializer: Callable[[], None] | None = None) ->
 
 def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:
     """Make a worker a quiet helper of ``parent``: Ctrl-C is the parent's to handle (it stops the pool),
-    output goes to the real streams (not a forked copy of the parent's progress display), and the worker
-    exits if the parent dies without stopping it (killed), instead of idling forever."""
+    output goes through stream objects of its own on descriptors 1 and 2 (not forked copies of the
+    parent's, a progress display's among them), and the worker exits if the parent dies without stopping
+    it (killed), instead of idling forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout, sys.stderr = _own_stream(1), _own_stream(2)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()

@@ -303,10 +303,10 @@ def test_ingest_inside_a_daemonic_process_parses_in_that_process(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc (Linux)")
 @pytest.mark.parametrize("check_seconds", [60.0, 0.2])
 def test_workers_of_a_killed_ingest_do_not_keep_its_lock(tmp_path, check_seconds):
-    """Forked workers close their copies of the parent's lock files, and exit once orphaned: an ingest
-    killed outright (OOM, a CI timeout) leaves neither a locked embedded store nor idle workers. With
-    a 60 s orphan check the worker is still there when the lock is tried, so the lock is free because the
-    worker closed its copy; with a 0.2 s check the worker is gone soon after."""
+    """Forked workers let go of their copies of the parent's lock files, and exit once orphaned: an
+    ingest killed outright (OOM, a CI timeout) leaves neither a locked embedded store nor idle workers.
+    With a 60 s orphan check the worker is still there when the lock is tried, so the lock is free because
+    the worker let go of its copy; with a 0.2 s check the worker is gone soon after."""
     import signal
     import subprocess
     import sys
@@ -379,7 +379,7 @@ def test_a_file_listed_twice_in_id_prop_is_rejected(db, tmp_path):
     for name in ("POSCAR-JVASP-10.vasp", "POSCAR-JVASP-107772.vasp"):
         shutil.copy(JARVIS / name, folder / name)
     (folder / "id_prop.csv").write_text("POSCAR-JVASP-10.vasp,1.0\nPOSCAR-JVASP-107772.vasp,0.5\nPOSCAR-JVASP-10.vasp,2.0\n")
-    for attempt in range(2):
+    for _ in range(2):  # the same on re-ingest: nothing flips
         report = ingest(db, folder, property_name="band_gap", level="HSE06")
         assert [(e.record, e.field) for e in report.rejected] == [("id_prop.csv row 3 (POSCAR-JVASP-10.vasp)", "file")]
         assert "listed again (first on row 1)" in str(report.rejected[0])
