@@ -159,3 +159,18 @@ def test_training_forward_keeps_fewer_per_edge_tensors(monkeypatch) -> None:
         torch.nn.functional.layer_norm(m, weight.shape, weight, bias, eps)))
     plain = saved_bytes()
     assert fused < 0.95 * plain  # 8% less here (small model, 3 structures), ~15% of the peak at full size
+
+
+def test_inference_embeds_each_distinct_angle_once() -> None:
+    """Without autograd the angle embedding runs on the distinct cosines only (the outputs are checked
+    against upstream's above); under autograd on every angle."""
+    fast, _ = pair()
+    batch = jarvis_batch().as_input()
+    rows: list[int] = []
+    fast.angle_embedding.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
+    fast(batch)
+    with torch.no_grad():
+        fast(batch)
+    angles = batch[1].src.shape[0]  # line-graph edges
+    assert rows[0] == angles
+    assert rows[1] < 0.8 * angles  # JARVIS crystals are symmetric: most cosines repeat
