@@ -9,7 +9,7 @@ import shutil
 
 from typer.testing import CliRunner
 
-from conftest import JARVIS
+from conftest import FIXTURES, JARVIS
 from perovdb.cli import app
 
 runner = CliRunner()
@@ -69,3 +69,30 @@ def test_serve_logs_each_request_only_when_asked(tmp_path, monkeypatch):
         served, kwargs = calls[-1]
         assert kwargs["access_log"] is logged and kwargs["port"] == 8765
         assert any(getattr(route, "path", None) == "/structures" for route in served.routes)
+
+
+def test_provenance_reads_the_id_with_options_on_either_side_and_diffs_two_models(tmp_path):
+    uri = f"monty://{tmp_path / 'store'}"
+    models = []
+    for name in ("alignn2_pure_tiny", "alignn_classic_tiny"):
+        result = runner.invoke(app, ["model", "import", str(FIXTURES / "upstream_alignn" / f"{name}.zip"),
+                                     "--name", name, "--property", "band_gap", "--uri", uri])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        models.append(result.output.split()[1])
+    assert all(model.startswith("model-") for model in models)
+
+    after = runner.invoke(app, ["provenance", models[0], "--json", str(tmp_path / "a.json"), "--uri", uri])
+    assert after.exit_code == 0, after.output
+    before = runner.invoke(app, ["provenance", "--json", str(tmp_path / "b.json"), "--uri", uri, models[0]])
+    assert before.exit_code == 0, before.output
+    lineage = json.loads((tmp_path / "a.json").read_text())
+    assert lineage == json.loads((tmp_path / "b.json").read_text())
+    assert models[0] in json.dumps(lineage) and "alignn2_pure_tiny.zip" in after.output
+
+    diff = runner.invoke(app, ["provenance", "diff", *models, "--format", "json", "--uri", uri])
+    assert diff.exit_code == 0, diff.output
+    changes = json.loads(diff.stdout)
+    assert any(item["field"] == "dataset.source" for item in changes["data"])
+
+    missing = runner.invoke(app, ["provenance", "model-nonexistent", "--uri", uri])
+    assert missing.exit_code == 3 and "not found" in missing.output

@@ -7,14 +7,34 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from perovdb.cli.common import UriOption, app, console, fail, open_db, progress_bar
 from perovdb.errors import PerovdbError
 
+
+
+class _ShowByDefault(TyperGroup):
+    """``perovdb provenance ID [options]`` is ``perovdb provenance show ID [options]``; ``diff`` is a command.
+
+    (A group's own positional argument would swallow the command name, and a group stops reading its
+    options at the first positional, so the id and its options belong to a command.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
 flow_app = typer.Typer(help="Run, submit, list and resume workflows (jobflow flows from workflows/*.yaml).")
-provenance_app = typer.Typer(help="Where a number came from and what was derived from it.", invoke_without_command=True)
+provenance_app = typer.Typer(
+    cls=_ShowByDefault,
+    help="Where a number came from and what was derived from it: perovdb provenance ID, or provenance diff A B.",
+    no_args_is_help=True,
+)
 model_app = typer.Typer(help="Registered models: list, import upstream ALIGNN checkpoints, activate.")
 app.add_typer(flow_app, name="flow")
 app.add_typer(provenance_app, name="provenance")
@@ -154,19 +174,14 @@ def flow_rerun(flow_uuid: Annotated[str, typer.Argument(help="The flow to resume
 
 
 # -- provenance -------------------------------------------------------------------------------------
-@provenance_app.callback()
+@provenance_app.command("show")
 def provenance(
-    ctx: typer.Context,
-    identifier: Annotated[str | None, typer.Argument(help="A prediction, model, evaluation, material, structure or job id.")] = None,
+    identifier: Annotated[str, typer.Argument(help="A prediction, model, evaluation, material, structure or job id.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the lineage as JSON here.")] = None,
     picture: Annotated[Path | None, typer.Option("--picture", help="Also draw it: .dot, .svg or .png (Graphviz).")] = None,
     uri: UriOption = None,
 ) -> None:
-    """Walk from a document back to its source files and forward to everything derived from it."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if identifier is None:
-        fail(PerovdbError("give an id, e.g. perovdb provenance pred-…"), code=2)
+    """Walk from a document back to its source files and forward to everything derived from it (the default)."""
     from perovdb.provenance import render, to_json, to_tree, walk
 
     with open_db(uri) as db:
