@@ -497,6 +497,15 @@ def store_state(store: Store) -> str | None:
     return state() if callable(state) else None
 
 
+def backend_errors() -> tuple[type[Exception], ...]:
+    """What the backends raise when an operation or a connection fails: pymongo's errors (MongoDB and
+    mongomock) and montydb's, for callers that turn them into clean messages."""
+    import pymongo.errors
+    from montydb.errors import MontyError
+
+    return (pymongo.errors.PyMongoError, MontyError)
+
+
 def _backend_of(uri: str) -> str:
     if uri.startswith(("mongodb://", "mongodb+srv://")):
         return "mongodb"

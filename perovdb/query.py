@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -22,8 +23,10 @@ ALLOWED_OPERATORS = frozenset(
 MAX_FILTER_DEPTH = 12
 
 
-def check_filter(criteria: Any, _depth: int = 0) -> dict[str, Any]:
-    """Return ``criteria`` if it only uses allowed operators; raise ``UnsafeQuery`` naming the first offender."""
+def check_filter(criteria: Any, _depth: int = 0, _path: str = "") -> dict[str, Any]:
+    """Return ``criteria`` if it only uses allowed operators, each with an argument of the shape MongoDB
+    takes (a list for ``$in``, an operator object for ``$not``…); raise ``UnsafeQuery`` naming the first
+    offender and where it is, so no backend ever sees a malformed filter."""
     if _depth == 0 and not isinstance(criteria, dict):
         raise UnsafeQuery(f"a filter must be a JSON object, not {type(criteria).__name__}")
     if _depth > MAX_FILTER_DEPTH:
@@ -37,11 +40,76 @@ def check_filter(criteria: Any, _depth: int = 0) -> dict[str, Any]:
                     f"operator {key} is not allowed in filters (no server-side JavaScript or expressions); "
                     f"allowed: {', '.join(sorted(ALLOWED_OPERATORS))}"
                 )
-            check_filter(value, _depth + 1)
+            path = _path if key.startswith("$") else (f"{_path}.{key}" if _path else key)
+            if key.startswith("$"):
+                _check_argument(key, value, path)
+            check_filter(value, _depth + 1, path)
     elif isinstance(criteria, list):
         for item in criteria:
-            check_filter(item, _depth + 1)
+            check_filter(item, _depth + 1, _path)
     return criteria  # type: ignore[return-value]
+
+
+def _check_argument(operator: str, value: Any, path: str) -> None:
+    """Raise ``UnsafeQuery`` when ``value`` is not what ``operator`` takes."""
+    where = f" (on {path})" if path else ""
+
+    def refuse(takes: str) -> None:
+        raise UnsafeQuery(f"{operator}{where} takes {takes}, not {json_type(value)} {value!r}")
+
+    if operator in {"$and", "$or", "$nor"}:
+        if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+            refuse("a non-empty list of filters")
+    elif operator in {"$in", "$nin", "$all"}:
+        if not isinstance(value, list):
+            refuse("a list")
+    elif operator == "$not":
+        if not isinstance(value, (dict, re.Pattern)) or (isinstance(value, dict) and not _is_operator_object(value)):
+            refuse('an operator object, e.g. {"$not": {"$gt": 5}}')
+    elif operator == "$elemMatch":
+        if not isinstance(value, dict):
+            refuse("an object")
+    elif operator == "$size":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            refuse("a non-negative integer")
+    elif operator == "$mod":
+        if not (isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value)) or value[0] == 0:
+            refuse("[divisor, remainder] with a non-zero divisor")
+    elif operator in {"$regex", "$options"}:
+        if not isinstance(value, (str, re.Pattern)):
+            refuse("a string")
+    elif operator == "$exists":
+        if not isinstance(value, (bool, int)):
+            refuse("true or false")
+    elif operator == "$type":
+        if not isinstance(value, (str, int, list)) or isinstance(value, bool):
+            refuse("a BSON type name or number")
+
+
+def _is_operator_object(value: dict[str, Any]) -> bool:
+    return bool(value) and all(isinstance(k, str) and k.startswith("$") for k in value)
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
 
 
 def structure_criteria(
@@ -73,9 +141,11 @@ def find(
     limit: int | None = None,
     sort: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Documents of ``collection`` matching a (checked) filter, without Mongo's ``_id``."""
+    """Documents of ``collection`` matching a (checked) filter, without Mongo's ``_id``; ``limit`` None or 0: all."""
     if collection not in COLLECTIONS:
         raise InvalidRecord(f"unknown collection {collection!r}; choose one of {', '.join(COLLECTIONS)}")
+    if limit is not None and limit < 0:  # backends disagree on negative limits (a slice on one, a count on another)
+        raise InvalidRecord(f"limit must be 0 (all) or more, not {limit}", field="limit")
     criteria = check_filter(criteria or {})
     docs = db.store(collection).query(criteria, properties=fields, sort=sort, limit=limit or 0)
     return [{k: v for k, v in doc.items() if k != "_id"} for doc in docs]

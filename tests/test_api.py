@@ -414,6 +414,9 @@ def test_openapi_document_is_valid_and_lists_every_path(memory_client):
     {"reduced_formula": {"$in": [{"$gt": ""}]}},
     {"no_such_field": 1},
     ["not", "an", "object"],
+    {"nsites": {"$not": 5}},
+    {"formula": {"$not": "abc"}},
+    {"nsites": {"$in": 5}},
 ])
 def test_unsafe_filters_are_refused(client, criteria):
     response = client.get("/structures", params={"filter": json.dumps(criteria)})
@@ -460,6 +463,9 @@ def test_api_key_and_upload(api_db, caplog):
     bad_name = keyed.post("/ingest", params={"filename": "../../etc/passwd"}, content=b"x",
                           headers={"X-API-Key": API_KEY})
     assert bad_name.status_code == 400
+    folder_kind = keyed.post("/ingest", params={"filename": "id_prop.csv", "kind": "id-prop", "property": "band_gap"},
+                             content=b"a.vasp,1.0\n", headers={"X-API-Key": API_KEY})
+    assert folder_kind.status_code == 400 and "folder" in folder_kind.json()["error"]["detail"]
     ok = keyed.post("/ingest", params=params, content=cif.read_bytes(), headers={"X-API-Key": API_KEY})
     assert ok.status_code == 201, ok.text
     report = ok.json()

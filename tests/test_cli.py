@@ -54,6 +54,17 @@ def test_unsafe_filter_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["query", "structures", "--filter", '{"$where": "1"}', "--uri", "memory://"])
     assert result.exit_code == 3
     assert "$where" in result.output
+    malformed = runner.invoke(app, ["query", "structures", "--filter", '{"nsites": {"$not": 5}}', "--uri", "memory://"])
+    assert malformed.exit_code == 3 and "$not (on nsites)" in malformed.output and "Traceback" not in malformed.output
+    negative = runner.invoke(app, ["query", "structures", "--limit", "-1", "--uri", "memory://"])
+    assert negative.exit_code == 2
+
+
+def test_an_unreachable_server_is_a_one_line_error():
+    uri = "mongodb://user:secret@127.0.0.1:1/perovdb?serverSelectionTimeoutMS=300"
+    result = runner.invoke(app, ["stats", "--uri", uri])
+    assert result.exit_code == 3 and "the database failed: ServerSelectionTimeoutError" in result.output
+    assert "secret" not in result.output and "Traceback" not in result.output
 
 
 def test_serve_logs_each_request_only_when_asked(tmp_path, monkeypatch):

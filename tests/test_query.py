@@ -6,7 +6,7 @@ import pytest
 from pymatgen.core import Structure
 
 from conftest import JARVIS
-from perovdb.errors import UnsafeQuery
+from perovdb.errors import InvalidRecord, UnsafeQuery
 from perovdb.ingest import ingest
 from perovdb.query import check_filter, find, get_structures, show, stats, structure_criteria
 
@@ -30,6 +30,41 @@ def jarvis_db(db):
 def test_unsafe_filters_are_refused(criteria):
     with pytest.raises(UnsafeQuery):
         check_filter(criteria)
+
+
+@pytest.mark.parametrize(
+    ("criteria", "named"),
+    [
+        ({"nsites": {"$not": 5}}, "$not (on nsites)"),
+        ({"formula": {"$not": "abc"}}, "$not (on formula)"),
+        ({"nsites": {"$in": 5}}, "$in (on nsites)"),
+        ({"elements": {"$all": "Pb"}}, "$all (on elements)"),
+        ({"$or": []}, "$or takes a non-empty list"),
+        ({"$and": [{"nsites": 1}, 2]}, "$and takes a non-empty list"),
+        ({"sources": {"$elemMatch": [1]}}, "$elemMatch (on sources)"),
+        ({"elements": {"$size": -1}}, "$size (on elements)"),
+        ({"nsites": {"$mod": [0, 1]}}, "$mod (on nsites)"),
+        ({"perovskite": {"a": {"$regex": 5}}}, "$regex (on perovskite.a)"),
+    ],
+)
+def test_malformed_operator_arguments_are_refused_naming_the_field(jarvis_db, criteria, named):
+    """Each backend fails differently on these (a server error on MongoDB, a crash in mongomock, silence
+    elsewhere): perovdb refuses them first, the same way everywhere."""
+    with pytest.raises(UnsafeQuery) as refused:
+        find(jarvis_db, "structures", criteria)
+    assert named in str(refused.value)
+
+
+def test_well_formed_operators_still_work(jarvis_db):
+    everything = find(jarvis_db, "structures", {})
+    not_small = find(jarvis_db, "structures", {"nsites": {"$not": {"$lte": 4}}})
+    assert {d["structure_id"] for d in not_small} == {d["structure_id"] for d in everything if d["nsites"] > 4}
+    some = find(jarvis_db, "structures", {"$or": [{"elements": {"$all": ["Si"]}}, {"nsites": {"$in": [1, 3]}}]})
+    assert {d["structure_id"] for d in some} == {
+        d["structure_id"] for d in everything if "Si" in d["elements"] or d["nsites"] in (1, 3)
+    }
+    with pytest.raises(InvalidRecord, match="limit"):
+        find(jarvis_db, "structures", {}, limit=-1)
 
 
 def test_unsafe_filter_never_reaches_the_store(jarvis_db):

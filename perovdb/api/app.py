@@ -310,6 +310,9 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
         Needs ``X-API-Key``. Flows (training, prediction) are not launched from the API."""
         if not UPLOAD_NAME.match(filename):
             raise ApiError(400, "filename must be a plain name ending in .cif, .vasp, .poscar or .csv, or POSCAR*")
+        if kind == "id-prop":
+            raise ApiError(400, "kind id-prop reads a folder (id_prop.csv beside its structure files), not one "
+                                "uploaded file: ingest the folder with the CLI, or upload the structures one by one")
         content = await request.body()
         if not content:
             raise ApiError(400, "empty upload")

@@ -21,7 +21,7 @@ from typing import Any
 
 from perovdb.documents import COLLECTIONS, naive_utc
 from perovdb.errors import InvalidRecord, UnsafeQuery
-from perovdb.query import check_filter
+from perovdb.query import check_filter, is_number
 
 _COMPARE = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
 _LOGICAL = frozenset({"$and", "$or", "$nor"})
@@ -119,10 +119,6 @@ def parse_sort(collection: str, text: str | None) -> dict[str, int] | None:
     return sort or None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _as_datetime(value: Any, path: str) -> datetime:
     if isinstance(value, datetime):
         return naive_utc(value)
@@ -141,7 +137,7 @@ def _check_scalar(kind: str, value: Any, path: str) -> Any:
         return value
     if kind == "string" and isinstance(value, str):
         return value
-    if kind in {"number", "integer"} and _is_number(value):
+    if kind in {"number", "integer"} and is_number(value):
         return value
     if kind == "boolean" and isinstance(value, bool):
         return value

@@ -110,7 +110,7 @@ def query(
     elements: Annotated[str | None, typer.Option(help="Comma-separated elements that must all be present.")] = None,
     filter_json: Annotated[str | None, typer.Option("--filter", help="MongoDB-style filter as JSON.")] = None,
     fields: Annotated[str | None, typer.Option(help="Comma-separated fields (dotted paths allowed).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many documents (0 = all).")] = 20,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many documents (0 = all).")] = 20,
     fmt: FormatOption = "table",
     uri: UriOption = None,
 ) -> None:

@@ -9,15 +9,34 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from perovdb.config import get_settings
-from perovdb.db import Database, connect
+from typer.core import TyperGroup
 
-app = typer.Typer(help="perovdb: halide perovskite structures, DFT results, ALIGNN models and predictions.")
+from perovdb.config import get_settings
+from perovdb.db import Database, backend_errors, connect
+
+
+class _DatabaseErrorsAsMessages(TyperGroup):
+    """Any command: a database that cannot be reached or refuses an operation is a one-line error (exit 3),
+    not a traceback. (URIs in pymongo's messages are host lists, never credentials.)"""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except backend_errors() as error:
+            message = str(error).split(", Topology Description")[0].splitlines()[0][:300]  # pymongo's is long
+            fail(RuntimeError(f"the database failed: {type(error).__name__}: {message}"))
+
+
+app = typer.Typer(
+    cls=_DatabaseErrorsAsMessages,
+    help="perovdb: halide perovskite structures, DFT results, ALIGNN models and predictions.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
