@@ -388,6 +388,20 @@ def test_a_file_listed_twice_in_id_prop_is_rejected(db, tmp_path):
         assert report.updated == 0
 
 
+def test_id_prop_reads_only_files_of_its_own_folder(db, tmp_path):
+    folder = tmp_path / "gaps"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(JARVIS / "POSCAR-JVASP-10.vasp", tmp_path / "outside.vasp")
+    shutil.copy(JARVIS / "POSCAR-JVASP-107772.vasp", folder / "sub" / "inside.vasp")
+    (folder / "id_prop.csv").write_text(f"../outside.vasp,1.0\n{tmp_path / 'outside.vasp'},1.5\nsub/inside.vasp,0.5\n")
+    report = ingest(db, folder, property_name="band_gap", level="HSE06")
+    assert [(e.record, e.field) for e in report.rejected] == [
+        ("id_prop.csv row 1 (../outside.vasp)", "file"), (f"id_prop.csv row 2 ({tmp_path / 'outside.vasp'})", "file")
+    ]
+    assert "outside the folder gaps" in str(report.rejected[0])
+    assert [c["source"]["record"] for c in find(db, "calculations", {})] == ["sub/inside.vasp"]
+
+
 def test_reingest_is_idempotent_even_when_reparsed(db):
     ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW")
     before = snapshot(db)

@@ -53,6 +53,10 @@ def read_id_prop_folder(
             yield InvalidRecord(f"{file_name} is listed again (first on row {first_row[file_name]})", field="file", record=name)
             continue
         path = folder / file_name
+        if file_name and not path.resolve().is_relative_to(folder.resolve()):
+            # id_prop.csv names files of its own folder; '../x' or '/etc/x' would read anything the user can
+            yield InvalidRecord(f"{file_name!r} is outside the folder {folder.name}", field="file", record=name)
+            continue
         content = path.read_bytes() if file_name and path.is_file() else b""
         yield RawRecord(
             name=name,
