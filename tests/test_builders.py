@@ -278,6 +278,11 @@ def test_predictions_and_evaluations_of_an_imported_model(jarvis_db):
     # nothing changed: nothing to do
     again = {r.builder: r for r in run_builders(db, ["all"], dry_run=True)}
     assert all(r.planned == 0 and r.removed == 0 for r in again.values())
+    # a full rebuild recomputes every prediction to the same value: nothing changes, timestamps stay
+    before = {p["prediction_id"]: p["last_updated"] for p in find(db, "predictions", {})}
+    [full] = run_builders(db, ["predictions"], full=True)
+    assert full.planned > 0 and full.changed == 0
+    assert {p["prediction_id"]: p["last_updated"] for p in find(db, "predictions", {})} == before
 
     # a new version re-predicts everything; the retired version's predictions are stale, not deleted
     v2 = import_upstream(db, UPSTREAM / "alignn_classic_tiny.zip", "jarvis-gap", "band_gap", "OptB88vdW")

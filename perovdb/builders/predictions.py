@@ -18,7 +18,7 @@ from maggma.core import Store
 from pymatgen.core import Structure
 
 from perovdb.artifacts import ArtifactStore
-from perovdb.builders.base import BuildPlan, IncrementalBuilder
+from perovdb.builders.base import BuildPlan, IncrementalBuilder, keep_timestamps
 from perovdb.db import chunks
 from perovdb.documents import PredictionDoc, content_hash, utcnow
 
@@ -175,11 +175,17 @@ class PredictionsBuilder(IncrementalBuilder):
         return predict_documents(self._model(item["model_id"]), item["structures"], self.artifacts)
 
     def update_targets(self, items: list[list[dict[str, Any]]]) -> None:
-        """Upsert the new predictions (ids are content-derived: rerunning never duplicates)."""
+        """Upsert the predictions whose content is new or changed (ids are content-derived: rerunning never
+        duplicates); one recomputed to the same value, as under ``--full``, keeps its timestamps and job."""
         docs = [doc for batch in items for doc in batch]
-        if docs:
-            self.predictions.update(docs, key="prediction_id")
-            self.changed += len(docs)
+        if not docs:
+            return
+        ids = [doc["prediction_id"] for doc in docs]
+        stored = {d["prediction_id"]: d for d in self.predictions.query({"prediction_id": {"$in": ids}})}
+        writes = [doc for doc in docs if keep_timestamps(doc, stored.get(doc["prediction_id"]), PredictionDoc)]
+        if writes:
+            self.predictions.update(writes, key="prediction_id")
+            self.changed += len(writes)
 
     def remove_targets(self, keys: list[str]) -> int:
         """Mark superseded predictions stale (kept for provenance, never deleted)."""
