@@ -33,6 +33,13 @@ def test_ingest_query_show_stats(tmp_path):
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert len(rows) == 50 and all(float(r["properties.band_gap"]) >= 0 for r in rows)
 
+    out = runner.invoke(app, ["query", "structures", "--fields", "structure_id,sources.file", "--format", "csv",
+                              "--limit", "3", "--uri", uri])  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(rows) == 3 and all(r["sources.file"].endswith(".vasp") for r in rows)  # a path through a list
+    unknown = runner.invoke(app, ["query", "structures", "--fields", "structure_id,no_such", "--uri", uri])
+    assert unknown.exit_code == 3 and "no field 'no_such'" in unknown.output
+
     shown = runner.invoke(app, ["show", docs[0]["structure_id"], "--uri", uri])
     assert shown.exit_code == 0 and "OptB88vdW" in shown.output
 

@@ -130,7 +130,12 @@ def query(
             if element_list or formula:
                 ids = _structure_ids(formula, element_list, uri)
                 criteria = {"$and": [criteria, {"structure_id": {"$in": ids}}]} if criteria else {"structure_id": {"$in": ids}}
-        field_list = [f.strip() for f in fields.split(",")] if fields else DEFAULT_FIELDS.get(collection, [])
+        if fields:
+            from perovdb.api.fields import parse_fields  # the API's check: unknown fields are errors, not blanks
+
+            field_list = parse_fields(collection, fields) or []
+        else:
+            field_list = DEFAULT_FIELDS.get(collection, [])
         with _open(uri) as db:
             docs = find(db, collection, criteria, fields=None if fmt == "json" and not fields else field_list, limit=limit)
     except PerovdbError as error:

@@ -66,9 +66,13 @@ def fail(error: Exception, code: int = 3) -> None:
 
 
 def _get(doc: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted path; through a list, the values of its elements (``sources.file``)."""
     value: Any = doc
     for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            value = [item.get(part) for item in value if isinstance(item, dict)]
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
     return value
 
 
