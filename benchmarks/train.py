@@ -18,7 +18,12 @@ Printed, all measured in this run: training structures/s per epoch (the training
 construction excluded; upstream's is timed at its train loader, from first to last batch), inference
 structures/s, peak memory, and the end-to-end time of a first run (graph building + training + test
 predictions). Targets (issue #3): training and inference >= 1.5x upstream, peak memory no higher.
-Asserts nothing.
+
+The two sides run minutes apart and this machine's speed drifts by +-15 % over minutes, so the
+inference rows swing from run to run. A third process therefore times the two models' forward passes
+alone, interleaved structure by structure (alternating which goes first), on the same input batches,
+with the same weights and the same allocator setting: the ratio of the forwards themselves, without
+drift. Asserts nothing.
 
 Run: ``.venv/bin/python benchmarks/train.py [--structures 96] [--epochs 2] [--batch-size 16]``
 """
@@ -190,6 +195,49 @@ def run_perovdb(n: int, epochs: int, batch_size: int) -> dict[str, Any]:
     }
 
 
+def run_forwards(n: int, epochs: int, batch_size: int) -> dict[str, Any]:
+    """Seconds of upstream's and perovdb's forward on the test structures at batch 1 and the training
+    structures at ``batch_size``: same weights, same batches, interleaved batch by batch, three rounds."""
+    import torch
+    from alignn.models.alignn_atomwise_pure import (
+        ALIGNNAtomWisePure,
+        ALIGNNAtomWisePureConfig,
+    )
+
+    from perovdb.graphs import GraphSettings, build_graphs, collate
+    from perovdb.ml import ALIGNNConfig, build_model
+    from perovdb.ml.heap import retained_heap
+
+    ids, structures, _ = load(n)
+    settings = GraphSettings(cutoff=8.0, max_neighbors=12, neighbor_strategy="pure-top-k")
+    graphs = build_graphs(list(zip(ids, structures)), settings, None, workers=1, progress=False)
+    config = ALIGNNConfig(graph=settings)
+    torch.manual_seed(0)
+    models = {"perovdb": build_model(config)}
+    models["upstream"] = ALIGNNAtomWisePure(ALIGNNAtomWisePureConfig(**config.upstream_model_config()))
+    models["upstream"].load_state_dict(models["perovdb"].state_dict(), strict=True)
+    parts = split(ids)
+    passes = {
+        "single": [collate([graphs[i]]) for i in parts["test"]],
+        "batched": [collate([graphs[i] for i in parts["train"][k : k + batch_size]])
+                    for k in range(0, len(parts["train"]), batch_size)],
+    }  # fmt: skip
+    seconds = {f"{side}_{name}": 0.0 for side in models for name in passes}
+    with torch.no_grad(), retained_heap():
+        for model in models.values():
+            model.eval()
+            model(passes["single"][0].as_input())  # warm-up
+        for round_ in range(3):
+            for name, batches in passes.items():
+                for k, batch in enumerate(batches):
+                    order = ("upstream", "perovdb") if (k + round_) % 2 == 0 else ("perovdb", "upstream")
+                    for side in order:
+                        started = time.perf_counter()
+                        models[side](batch.as_input())
+                        seconds[f"{side}_{name}"] += time.perf_counter() - started
+    return seconds
+
+
 def measure(side: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one side in a fresh process and read its JSON line."""
     command = [sys.executable, __file__, "--side", side, "--structures", str(args.structures),
@@ -205,18 +253,18 @@ def main() -> None:
     parser.add_argument("--structures", type=int, default=96, help="structures (48 train, 8 val, the rest test)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--side", choices=["upstream", "perovdb"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["upstream", "perovdb", "forwards"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.structures <= N_TRAIN + N_VAL:
         parser.error(f"--structures must exceed {N_TRAIN + N_VAL}")
     if args.side:
-        run = run_upstream if args.side == "upstream" else run_perovdb
+        run = {"upstream": run_upstream, "perovdb": run_perovdb, "forwards": run_forwards}[args.side]
         print(json.dumps(run(args.structures, args.epochs, args.batch_size)))
         return
     print(f"{args.structures} relaxed perovskites, {args.epochs} epochs, batch {args.batch_size}, "
           f"ALIGNN 4+4 layers, hidden 256 (alignn_atomwise_pure, property model)")  # fmt: skip
-    results = {side: measure(side, args) for side in ("upstream", "perovdb")}
-    up, ours = results["upstream"], results["perovdb"]
+    results = {side: measure(side, args) for side in ("upstream", "perovdb", "forwards")}
+    up, ours, forwards = results["upstream"], results["perovdb"], results["forwards"]
 
     def rate(r: dict[str, Any]) -> float:  # training structures/s, mean over epochs
         return r["n_train"] * len(r["train_epoch_seconds"]) / sum(r["train_epoch_seconds"])
@@ -234,6 +282,9 @@ def main() -> None:
          (up["graph_seconds"] + up["train_total_seconds"])
          / (ours["graph_seconds"] + ours["train_total_seconds"] + ours["inference_single_seconds"])),
     ]  # fmt: skip
+    for name, label in (("single", "batch 1"), ("batched", f"batch {args.batch_size}")):
+        a, b = forwards[f"upstream_{name}"], forwards[f"perovdb_{name}"]
+        rows.append((f"forward alone, interleaved, {label} (s)", a, b, a / b))
     print(f"{'':42} {'upstream':>10} {'perovdb':>10} {'ratio':>8}")
     for label, a, b, ratio in rows:
         print(f"{label:42} {a:10.2f} {b:10.2f} {ratio:7.2f}x")
