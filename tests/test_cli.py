@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 
 from typer.testing import CliRunner
@@ -96,8 +97,14 @@ def test_provenance_reads_the_id_with_options_on_either_side_and_diffs_two_model
         result = runner.invoke(app, ["model", "import", str(FIXTURES / "upstream_alignn" / f"{name}.zip"),
                                      "--name", name, "--property", "band_gap", "--uri", uri])  # fmt: skip
         assert result.exit_code == 0, result.output
-        models.append(result.output.split()[1])
-    assert all(model.startswith("model-") for model in models)
+        models.append(re.search(r"registered (model-[0-9a-f]+)", result.stdout).group(1))
+    again = runner.invoke(app, ["model", "import", str(FIXTURES / "upstream_alignn" / "alignn2_pure_tiny.zip"),
+                                "--name", "alignn2_pure_tiny", "--property", "band_gap", "--uri", uri])  # fmt: skip
+    assert again.exit_code == 0 and f"already registered as {models[0]}" in again.output.replace("\n", " ")
+    other_level = runner.invoke(app, ["model", "import", str(FIXTURES / "upstream_alignn" / "alignn2_pure_tiny.zip"),
+                                      "--name", "alignn2_pure_tiny", "--property", "band_gap", "--level", "HSE06",
+                                      "--uri", uri])  # fmt: skip
+    assert other_level.exit_code == 0 and "v2" in other_level.output  # other training targets: a new version
 
     after = runner.invoke(app, ["provenance", models[0], "--json", str(tmp_path / "a.json"), "--uri", uri])
     assert after.exit_code == 0, after.output

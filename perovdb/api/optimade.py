@@ -99,14 +99,22 @@ _PARSER = LarkParser(version=(1, 2, 0))
 _TRANSFORMER = MongoTransformer(mapper=MAPPER)
 
 
+def _parse_error(detail: str) -> str:
+    """optimade's "Unable to parse filter … Lark traceback: …" as one line: what was unexpected, what was expected."""
+    reason = detail.split("Lark traceback:", 1)[-1]
+    lines = [line.strip(" \t*") for line in reason.splitlines()]
+    lines = list(dict.fromkeys(line for line in lines if line))  # lark lists some tokens twice
+    return "cannot parse filter: " + " ".join(lines)
+
+
 def translate(filter_text: str | None) -> dict[str, Any]:
     """An OPTIMADE filter as a checked Mongo filter on perovdb's ``structures``."""
     if not filter_text or not filter_text.strip():
         return {}
     try:
         tree = _PARSER.parse(filter_text)
-    except BadRequest:
-        raise
+    except BadRequest as exc:
+        raise ApiError(400, _parse_error(str(exc.detail))) from None
     except LarkError as exc:  # pragma: no cover - LarkParser wraps these as BadRequest
         raise ApiError(400, f"cannot parse filter: {exc}") from None
     with warnings.catch_warnings():

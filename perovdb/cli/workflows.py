@@ -260,13 +260,15 @@ def model_import(
     from perovdb.ml.registry import import_upstream
 
     with open_db(uri) as db:
+        known = {d["model_id"] for d in db.models.query({"name": name}, properties=["model_id"])}
         try:
             doc = import_upstream(db, checkpoint, name, property_name, level)
             if activate:
                 activate_model(db, doc.model_id)
         except (OSError, ValueError, KeyError, PerovdbError) as error:
             fail(PerovdbError(f"{checkpoint}: {error}"))
-    console.print(f"registered {doc.model_id} ({doc.name} v{doc.version}, {doc.architecture})")
+    said = "already registered as" if doc.model_id in known else "registered"
+    console.print(f"{said} {doc.model_id} ({doc.name} v{doc.version}, {doc.architecture})")
 
 
 @model_app.command("activate")

@@ -119,11 +119,28 @@ def import_upstream(
     *,
     active: bool = False,
 ) -> ModelDoc:
-    """Register an upstream ALIGNN checkpoint (zip or folder) as an ``origin="imported"`` model."""
+    """Register an upstream ALIGNN checkpoint (zip or folder) as an ``origin="imported"`` model.
+
+    Importing the same weights and configuration again under the same name, property and level returns
+    the model registered the first time (no new version)."""
     model, config = import_checkpoint(path)
+    weights = state_dict_to_bytes(model.state_dict())
+    config_fields = _config_fields(config)
+    same = db.models.query_one(
+        {
+            "name": name,
+            "origin": "imported",
+            "target_property": target_property,
+            "target_level_of_theory": level,
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        }
+    )
+    if same is not None and all(same.get(k) == v for k, v in config_fields.items()):
+        same.pop("_id", None)
+        return ModelDoc.model_validate(same)
     return _store(
         db,
-        state_dict_to_bytes(model.state_dict()),
+        weights,
         {
             "name": name,
             "version": _next_version(db, name),
@@ -134,7 +151,7 @@ def import_upstream(
             "active": active,
             "dataset": {"source": Path(path).name},
             "versions": library_versions(),
-            **_config_fields(config),
+            **config_fields,
         },
     )
 
