@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from typing import Any
@@ -70,19 +71,20 @@ def _check_argument(operator: str, value: Any, path: str) -> None:
         if not isinstance(value, dict):
             refuse("an object")
     elif operator == "$size":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            refuse("a non-negative integer")
+        if not (is_number(value) and value >= 0 and float(value).is_integer()):
+            refuse("a non-negative whole number")
     elif operator == "$mod":
-        if not (isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value)) or value[0] == 0:
-            refuse("[divisor, remainder] with a non-zero divisor")
+        whole = isinstance(value, list) and len(value) == 2 and all(is_number(v) and math.isfinite(v) for v in value)
+        if not whole or int(value[0]) == 0:  # MongoDB truncates the divisor: 0.5 is 0
+            refuse("[divisor, remainder] with a divisor of at least 1 in size")
     elif operator in {"$regex", "$options"}:
         if not isinstance(value, (str, re.Pattern)):
             refuse("a string")
     elif operator == "$exists":
-        if not isinstance(value, (bool, int)):
+        if not (value is None or isinstance(value, bool) or is_number(value)):
             refuse("true or false")
     elif operator == "$type":
-        if not isinstance(value, (str, int, list)) or isinstance(value, bool):
+        if not (isinstance(value, (str, list)) or (is_number(value) and float(value).is_integer())):
             refuse("a BSON type name or number")
 
 

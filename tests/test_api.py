@@ -387,7 +387,7 @@ def test_optimade_bad_filters_are_400(client, text):
     assert response.status_code == 400
     body = response.json()
     assert body["error"]["status"] == 400 and body["errors"][0]["status"] == "400"
-    assert "traceback" not in response.text.lower() and "\\n" not in body["error"]["detail"]
+    assert "traceback" not in response.text.lower() and "\n" not in body["error"]["detail"]
 
 
 # -- OpenAPI --------------------------------------------------------------------------------

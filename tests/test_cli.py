@@ -68,6 +68,17 @@ def test_unsafe_filter_is_a_clear_error(tmp_path):
     assert negative.exit_code == 2
 
 
+def test_a_backend_error_without_a_message_is_still_one_line(monkeypatch):
+    from pymongo.errors import AutoReconnect
+
+    def broken(db):
+        raise AutoReconnect()
+
+    monkeypatch.setattr("perovdb.query.stats", broken)
+    result = runner.invoke(app, ["stats", "--uri", "memory://"])
+    assert result.exit_code == 3 and "the database failed: AutoReconnect" in result.output
+
+
 def test_an_unreachable_server_is_a_one_line_error():
     uri = "mongodb://user:secret@127.0.0.1:1/perovdb?serverSelectionTimeoutMS=300"
     result = runner.invoke(app, ["stats", "--uri", uri])

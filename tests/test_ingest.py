@@ -402,6 +402,18 @@ def test_id_prop_reads_only_files_of_its_own_folder(db, tmp_path):
     assert [c["source"]["record"] for c in find(db, "calculations", {})] == ["sub/inside.vasp"]
 
 
+def test_id_prop_follows_symlinks_inside_its_folder(db, tmp_path):
+    """A structure file linked into the folder from a shared pool is the folder's file (as in a plain folder)."""
+    (tmp_path / "pool").mkdir()
+    shutil.copy(JARVIS / "POSCAR-JVASP-10.vasp", tmp_path / "pool" / "a.vasp")
+    folder = tmp_path / "gaps"
+    folder.mkdir()
+    (folder / "a.vasp").symlink_to(tmp_path / "pool" / "a.vasp")
+    (folder / "id_prop.csv").write_text("a.vasp,1.0\n")
+    report = ingest(db, folder, property_name="band_gap", level="HSE06")
+    assert report.ok and report.calculations.new == 1
+
+
 def test_reingest_is_idempotent_even_when_reparsed(db):
     ingest(db, JARVIS, property_name="band_gap", level="OptB88vdW")
     before = snapshot(db)

@@ -29,8 +29,9 @@ class _DatabaseErrorsAsMessages(TyperGroup):
         try:
             return super().invoke(ctx)
         except backend_errors() as error:
-            message = str(error).split(", Topology Description")[0].splitlines()[0][:300]  # pymongo's is long
-            fail(RuntimeError(f"the database failed: {type(error).__name__}: {message}"))
+            lines = str(error).split(", Topology Description")[0].splitlines()  # pymongo's is long
+            message = f": {lines[0][:300]}" if lines else ""
+            fail(RuntimeError(f"the database failed: {type(error).__name__}{message}"))
 
 
 app = typer.Typer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from functools import partial
 from pathlib import Path
 
@@ -53,8 +54,9 @@ def read_id_prop_folder(
             yield InvalidRecord(f"{file_name} is listed again (first on row {first_row[file_name]})", field="file", record=name)
             continue
         path = folder / file_name
-        if file_name and not path.resolve().is_relative_to(folder.resolve()):
+        if file_name and _leaves_folder(file_name):
             # id_prop.csv names files of its own folder; '../x' or '/etc/x' would read anything the user can
+            # (symlinks inside the folder are followed, as for a plain structure folder)
             yield InvalidRecord(f"{file_name!r} is outside the folder {folder.name}", field="file", record=name)
             continue
         content = path.read_bytes() if file_name and path.is_file() else b""
@@ -65,6 +67,12 @@ def read_id_prop_folder(
             digest=raw_digest(READER_VERSION, "id_prop", spec.name, level.value, origin, row, content),
             parse=partial(_parse_row, row, folder, dataset, spec.name, level, origin, name),
         )
+
+
+def _leaves_folder(file_name: str) -> bool:
+    """Whether a name from id_prop.csv points outside its folder as written (absolute, or up with '..')."""
+    normal = os.path.normpath(file_name)
+    return os.path.isabs(file_name) or normal == os.pardir or normal.startswith(os.pardir + os.sep)
 
 
 def _parse_row(
