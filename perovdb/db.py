@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bson import ObjectId
 from maggma.core import Store
-from maggma.stores import MemoryStore, MongoURIStore, MontyStore
+from maggma.stores import MemoryStore, MongoStore, MontyStore
 from monty.json import jsanitize
 
 from perovdb import embedded_scan
@@ -468,7 +468,7 @@ class Database:
             return EmbeddedStore(
                 name, database_path=str(path.resolve()), database_name=self.settings.database, key=key
             )
-        return MongoURIStore(self.uri, name, database=self._server_database_name(), key=key)
+        return MongoStore.from_uri(self.uri, name, database=self._server_database_name(), key=key)
 
     def _make_artifacts(self) -> ArtifactStore:
         if self.backend == "memory":
