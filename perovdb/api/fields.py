@@ -190,9 +190,7 @@ def _check_condition(kind: str, condition: Any, path: str) -> Any:
                 if scalar in {"boolean"} and op not in {"$eq", "$ne"}:
                     raise UnsafeQuery(f"{path} is true/false: use $eq or $ne, not {op}")
                 checked[op] = _check_scalar(scalar, value, path)
-            elif op in {"$in", "$nin", "$all"}:
-                if not isinstance(value, list):
-                    raise UnsafeQuery(f"{op} on {path} takes a list")
+            elif op in {"$in", "$nin", "$all"}:  # a list: check_filter checked each operator's argument
                 checked[op] = [_check_scalar(scalar, v, path) for v in value]
             elif op == "$size" and element is not None and isinstance(value, int):
                 checked[op] = value
@@ -225,9 +223,7 @@ def check_typed_filter(collection: str, criteria: Any) -> dict[str, Any]:
 def _typed(collection: str, criteria: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in criteria.items():
-        if key in _LOGICAL:
-            if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-                raise UnsafeQuery(f"{key} takes a non-empty list of filters")
+        if key in _LOGICAL:  # a non-empty list of filters: check_filter checked it
             out[key] = [_typed(collection, v) for v in value]
         elif key.startswith("$"):
             raise UnsafeQuery(f"operator {key} is not allowed at the top of a filter")

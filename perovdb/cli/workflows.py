@@ -16,7 +16,6 @@ from perovdb.cli.common import UriOption, app, console, fail, open_db, progress_
 from perovdb.errors import PerovdbError
 
 
-
 class _ShowByDefault(TyperGroup):
     """``perovdb provenance ID [options]`` is ``perovdb provenance show ID [options]``; ``diff`` is a command.
 
