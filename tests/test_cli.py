@@ -129,6 +129,10 @@ def test_provenance_reads_the_id_with_options_on_either_side_and_diffs_two_model
     assert diff.exit_code == 0, diff.output
     changes = json.loads(diff.stdout)
     assert any(item["field"] == "dataset.source" for item in changes["data"])
+    for options_first in (["--uri", uri, "-F", "json"], [f"--uri={uri}", "--format=json"]):
+        moved = runner.invoke(app, ["provenance", *options_first, "diff", *models])
+        assert moved.exit_code == 0, moved.output
+        assert json.loads(moved.stdout) == changes
 
     missing = runner.invoke(app, ["provenance", "model-nonexistent", "--uri", uri])
     assert missing.exit_code == 3 and "not found" in missing.output

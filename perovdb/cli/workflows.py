@@ -24,8 +24,28 @@ class _ShowByDefault(TyperGroup):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            args = ["show", *args]
+            args = self._command_first(ctx, args)
         return super().parse_args(ctx, args)
+
+    def _command_first(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``args`` with the command name first: a name found after only that command's options (and their
+        values) is moved to the front (``--uri X diff A B``); otherwise ``show`` is prepended."""
+        for name, command in self.commands.items():
+            takes_value = {
+                option: not param.is_flag and not param.count
+                for param in command.get_params(ctx)
+                if param.param_type_name == "option"  # typer's own click: no isinstance with click's classes
+                for option in (*param.opts, *param.secondary_opts)
+            }
+            position = 0
+            while position < len(args):
+                option, inline_value = args[position].partition("=")[::2]
+                if option not in takes_value:
+                    break
+                position += 2 if takes_value[option] and not inline_value else 1
+            if position < len(args) and args[position] == name and position > 0:
+                return [name, *args[:position], *args[position + 1 :]]
+        return ["show", *args]
 
 
 flow_app = typer.Typer(help="Run, submit, list and resume workflows (jobflow flows from workflows/*.yaml).")
