@@ -66,6 +66,8 @@ def test_unsafe_filter_is_a_clear_error(tmp_path):
     assert malformed.exit_code == 3 and "$not (on nsites)" in malformed.output and "Traceback" not in malformed.output
     negative = runner.invoke(app, ["query", "structures", "--limit", "-1", "--uri", "memory://"])
     assert negative.exit_code == 2
+    bracketed = runner.invoke(app, ["query", "structures", "--fields", "nsites,x[y]", "--uri", "memory://"])
+    assert bracketed.exit_code == 3 and "field 'x[y]'" in bracketed.output  # printed as is, not read as markup
 
 
 def test_a_backend_error_without_a_message_is_still_one_line(monkeypatch):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 
 import pytest
 import yaml
+from rich.console import Console
 
 from conftest import HSE_TABLE, JARVIS, MULTIFIDELITY, PBE_TABLE, REPO, make_database
 from perovdb.mainjob import run_main_job
-from perovdb.provenance import walk
+from perovdb.provenance import to_tree, walk
 from perovdb.query import find
 
 
@@ -53,6 +55,10 @@ def test_main_job_end_to_end_and_rerun_reuses_everything(tmp_path):
     assert builds["materials"].changed > 0 and builds["evaluations"].changed > 0
     lineage = walk(db, first.prediction_id)
     assert first.model_id in lineage.nodes and any(n["kind"] == "file" for n in lineage.nodes.values())
+    printed = Console(width=200, record=True, file=io.StringIO())
+    printed.print(to_tree(walk(db, first.model_id)))
+    text = printed.export_text()
+    assert "[split=test]" in text and "[all]" in text  # the evaluations' subsets, not read as markup
     counts = {name: len(find(db, name, {})) for name in ("structures", "calculations", "models", "predictions")}
 
     second = run_main_job(db, data=data, spec_path=spec, out=out)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from perovdb.cli.common import (
@@ -98,7 +99,7 @@ def print_report(name: str, report: Any) -> None:
     console.print(table)
     console.print(f"rejected: {len(report.rejected)}")
     for error in report.rejected[:50]:
-        console.print(f"  [red]✗[/red] {error}")
+        console.print(f"  [red]✗[/red] {escape(str(error))}")
     if len(report.rejected) > 50:
         console.print(f"  … and {len(report.rejected) - 50} more")
 
@@ -173,7 +174,7 @@ def show(
     summary["mixing_type"] = (doc.get("perovskite") or {}).get("mixing_type")
     summary["sources"] = "; ".join(f"{s['dataset']} #{s.get('record')}" for s in doc["sources"])
     for key, value in summary.items():
-        console.print(f"[bold]{key}[/bold]: {_cell(value)}")
+        console.print(f"[bold]{key}[/bold]: {escape(_cell(value))}")
     print_documents(doc["calculations"], ["level_of_theory", "properties", "source.dataset"], "table", "calculations")
     if doc["predictions"]:
         print_documents(doc["predictions"], ["model_id", "property", "value", "unit"], "table", "predictions")

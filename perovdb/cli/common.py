@@ -13,6 +13,7 @@ import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from typer.core import TyperGroup
@@ -62,7 +63,7 @@ def open_db(uri: str | None) -> Database:
 
 
 def fail(error: Exception, code: int = 3) -> None:
-    err_console.print(f"[red]error:[/red] {error}")
+    err_console.print(f"[red]error:[/red] {escape(str(error))}")
     raise typer.Exit(code)
 
 
@@ -103,7 +104,7 @@ def print_documents(docs: list[dict[str, Any]], fields: list[str], fmt: str, tit
         for field in fields:
             table.add_column(field)
         for doc in docs:
-            table.add_row(*(_cell(_get(doc, f)) for f in fields))
+            table.add_row(*(escape(_cell(_get(doc, f))) for f in fields))
         console.print(table)
     else:
         raise typer.BadParameter(f"unknown format {fmt!r}: use table, json or csv")

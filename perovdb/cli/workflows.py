@@ -9,6 +9,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -112,7 +113,7 @@ def _print_state(state) -> None:  # type: ignore[no-untyped-def]
         status = f"[{colour.get(job['status'], 'white')}]{job['status']}[/]"
         table.add_row(job["name"], job["uuid"], status, str(job["started"] or ""), str(job["finished"] or ""))
         if job["error"]:
-            table.add_row("", "", f"[red]{job['error'][:200]}[/red]", "", "")
+            table.add_row("", "", f"[red]{escape(job['error'][:200])}[/red]", "", "")
     console.print(table)
 
 
@@ -245,7 +246,7 @@ def provenance_diff(
         for item in items:
             first_value = item["first"] if "only_first" not in item else f"{item['first']} ({item['only_first']} only here)"
             second_value = item["second"] if "only_second" not in item else f"{item['second']} ({item['only_second']} only here)"
-            table.add_row(item["field"], str(first_value), str(second_value))
+            table.add_row(escape(item["field"]), escape(str(first_value)), escape(str(second_value)))
         console.print(table)
 
 
@@ -260,7 +261,7 @@ def model_list(uri: UriOption = None) -> None:
         table.add_column(column)
     for m in models:
         mae = m.get("metrics", {}).get("test_mae")
-        table.add_row(m["model_id"], m["name"], str(m["version"]), m["target_property"], str(m.get("target_level_of_theory")),
+        table.add_row(m["model_id"], escape(m["name"]), str(m["version"]), m["target_property"], str(m.get("target_level_of_theory")),
                       m["origin"], "yes" if m.get("active") else "", f"{mae:.3f}" if mae is not None else "")
     console.print(table)
 
@@ -287,7 +288,7 @@ def model_import(
         except (OSError, ValueError, KeyError, PerovdbError) as error:
             fail(PerovdbError(f"{checkpoint}: {error}"))
     said = "already registered as" if doc.model_id in known else "registered"
-    console.print(f"{said} {doc.model_id} ({doc.name} v{doc.version}, {doc.architecture})")
+    console.print(f"{said} {doc.model_id} ({escape(doc.name)} v{doc.version}, {doc.architecture})")
 
 
 @model_app.command("activate")

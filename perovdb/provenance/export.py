@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from rich.markup import escape
 from rich.tree import Tree
 
 from perovdb.provenance.lineage import Lineage
@@ -30,7 +31,7 @@ COLOURS = {
 def to_tree(lineage: Lineage) -> Tree:
     """A rich Tree: the root, what it was derived from (down to source files), and what was derived from it."""
     root = lineage.nodes[lineage.root]
-    tree = Tree(f"[bold]{root['label']}[/bold] [dim]{lineage.root}[/dim]")
+    tree = Tree(f"[bold]{escape(root['label'])}[/bold] [dim]{escape(lineage.root)}[/dim]")
     back = tree.add("[cyan]derived from[/cyan]")
     _grow(lineage, back, lineage.root, upstream=True, seen={lineage.root})
     forward = tree.add("[magenta]used by[/magenta]")
@@ -44,7 +45,7 @@ def _grow(lineage: Lineage, branch: Tree, node_id: str, *, upstream: bool, seen:
         node = lineage.nodes.get(other)
         if node is None:
             continue
-        child = branch.add(f"[dim]{relation}:[/dim] {node['label']} [dim]{other}[/dim]")
+        child = branch.add(f"[dim]{escape(relation)}:[/dim] {escape(node['label'])} [dim]{escape(other)}[/dim]")
         if other not in seen:
             seen.add(other)
             _grow(lineage, child, other, upstream=upstream, seen=seen)
