@@ -13,7 +13,9 @@ import pytest
 
 from conftest import HSE_TABLE, PBE_TABLE, make_database
 from perovdb.config import Settings
+from perovdb.documents import EvaluationDoc
 from perovdb.ingest import ingest
+from perovdb.query import find
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: as the machine notes require: no sandbox as root, and no background networking (the network is closed)
@@ -50,7 +52,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         (tables / name).write_text("".join(r for i, r in enumerate(rows) if i % 8 == 0 or r.startswith("CsPb")))
         assert ingest(db, tables / name, dataset=f"mannodi_halide_perovskites/{name}").ok
     _build_materials(db)
-    for collection, docs in _ml_documents(db).items():
+    documents = _ml_documents(db)
+    documents["models"][1]["active"] = True  # the page opens on the active model
+    # a PBE evaluation of the HSE06 model, stored first: the page must still draw the HSE06 one
+    pbe = [c for c in find(db, "calculations", {"level_of_theory": "PBE"}) if c["properties"].get("band_gap")][:12]
+    pairs = [{"structure_id": c["structure_id"], "predicted": round(0.9 * c["properties"]["band_gap"] + 0.2, 4),
+              "reference": c["properties"]["band_gap"]} for c in pbe]
+    documents["evaluations"].insert(0, EvaluationDoc(
+        evaluation_id=EvaluationDoc.make_id("model-0002", "band_gap", "PBE", "all"), model_id="model-0002",
+        property="band_gap", reference_level_of_theory="PBE", unit="eV", n=len(pairs), pairs=pairs,
+        mae=sum(abs(p["predicted"] - p["reference"]) for p in pairs) / len(pairs),
+    ).model_dump(mode="json"))
+    for collection, docs in documents.items():
         db.store(collection).update(docs, key=db.store(collection).key)
     port = _free_port()
     config = uvicorn.Config(create_app(db, Settings(uri="memory://")), host="127.0.0.1", port=port, log_level="warning")
@@ -109,10 +122,12 @@ def test_search_returns_expected_rows(page):
 
 
 def test_parity_plot_renders_points(page):
-    page.wait_for_selector("#parity-svg circle.point")
+    page.wait_for_selector("#parity-svg[data-model=model-0002] circle.point")  # the active model first
+    assert page.input_value("#model-select") == "model-0002"
     assert len(page.query_selector_all("#parity-svg circle.point")) == 30
-    page.select_option("#model-select", "model-0002")
-    page.wait_for_selector("#parity-svg[data-model=model-0002] circle.point")
+    assert "vs HSE06: n=30" in page.inner_text("#parity-metrics")  # its training level, not the PBE evaluation
+    page.select_option("#model-select", "model-0001")
+    page.wait_for_selector("#parity-svg[data-model=model-0001] circle.point")
     assert len(page.query_selector_all("#parity-svg circle.point")) == 30
     assert "n=30" in page.inner_text("#parity-metrics")
 

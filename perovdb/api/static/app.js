@@ -45,11 +45,26 @@ async function loadStats() {
 }
 
 async function loadModels() {
-  MODELS = (await api("/models", { fields: "model_id,name,version,target_property,job_uuid", limit: 100 })).data;
+  MODELS = (await api("/models", {
+    fields: "model_id,name,version,target_property,target_level_of_theory,active,job_uuid", limit: 100,
+  })).data;
   const select = document.getElementById("model-select");
   select.replaceChildren();
   for (const model of MODELS) select.appendChild(el("option", { value: model.model_id }, `${model.name} v${model.version}`));
-  if (MODELS.length) drawParity(MODELS[0].model_id);
+  const shown = MODELS.find((m) => m.active) || MODELS[0];  // an active model (the one builders predict with) first
+  if (shown) {
+    select.value = shown.model_id;
+    drawParity(shown.model_id);
+  }
+}
+
+// The evaluation a model's parity plot shows: against the level of theory it was trained on, on its held-out
+// test structures, else on all structures; another level only when the model has none at its own.
+function parityEvaluation(evaluations, model) {
+  const level = model && model.target_level_of_theory;
+  const subsetRank = { "split=test": 0, all: 1 };
+  const rank = (e) => (e.reference_level_of_theory === level ? 0 : 10) + (subsetRank[e.subset] ?? 2);
+  return evaluations.filter((e) => e.n > 0).sort((a, b) => rank(a) - rank(b))[0];
 }
 
 // -- search --------------------------------------------------------------------------------
@@ -171,9 +186,13 @@ async function drawParity(modelId) {
   const box = document.getElementById("parity");
   const metrics = document.getElementById("parity-metrics");
   box.replaceChildren();
-  const body = await api("/evaluations", { model_id: modelId, limit: 10 });
-  const evaluation = body.data.find((e) => e.subset === "all") || body.data[0];
-  if (!evaluation || !evaluation.pairs.length) {
+  const listed = await api("/evaluations", {
+    model_id: modelId, fields: "evaluation_id,reference_level_of_theory,subset,n", limit: 1000,
+  });  // without their pairs: one is drawn
+  const chosen = parityEvaluation(listed.data, MODELS.find((m) => m.model_id === modelId));
+  const evaluation = chosen && (await api("/evaluations", { model_id: modelId, subset: chosen.subset, limit: 1000 }))
+    .data.find((e) => e.evaluation_id === chosen.evaluation_id);
+  if (!evaluation || !evaluation.pairs || !evaluation.pairs.length) {
     metrics.textContent = "no evaluation for this model";
     return;
   }
