@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from collections import Counter
 from functools import partial
@@ -501,3 +502,45 @@ def test_bad_structure_files(db, tmp_path):
     assert rejected["overlap.cif"] == "structure"
     assert report.structures.new == 1
     assert all(str(e).startswith(e.record) for e in report.rejected)
+
+
+def test_degenerate_cells_are_rejected_before_any_neighbour_search(db, tmp_path):
+    """NaN, flat, collapsed or absurdly large cells once crashed spglib or the neighbour search (a segfault, a
+    hang, a MemoryError): each is now a rejection naming its file and field, and the good file is stored."""
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    lines = (JARVIS / "POSCAR-JVASP-10.vasp").read_text().splitlines()  # scale, 3 lattice rows, species, counts
+    shutil.copy(JARVIS / "POSCAR-JVASP-10.vasp", folder / "good.vasp")
+
+    def variant(name: str, row: int, text: str) -> None:
+        changed = list(lines)
+        changed[row] = text
+        (folder / name).write_text("\n".join(changed) + "\n")
+
+    first_site = lines.index(next(line for line in lines if line.strip().lower() in {"direct", "cartesian"})) + 1
+    variant("nan_position.vasp", first_site, "nan 0.5 0.5")
+    variant("nan_lattice.vasp", 2, "nan 0 0")
+    variant("zero_lattice.vasp", 4, "0 0 0")
+    variant("flat_cell.vasp", 4, lines[2])  # the third vector repeats the first
+    variant("huge_lattice.vasp", 2, "1e12 0 0")
+    variant("far_atom.vasp", first_site, "1e300 0.5 0.5")
+    Structure([[0.2, 0, 0], [0, 0.2, 0], [0, 0, 0.2]], ["Cs"], [[0, 0, 0]]).to(filename=str(folder / "tiny.vasp"))
+    Structure([[0.4, 0, 0], [0, 9, 0], [0, 0, 9]], ["Cs"], [[0, 0, 0]]).to(filename=str(folder / "self_overlap.vasp"))
+    report = ingest(db, folder, dataset="cells")
+    fields = {e.record: e.field for e in report.rejected}
+    assert fields == {
+        "nan_position.vasp": "structure", "nan_lattice.vasp": "structure", "zero_lattice.vasp": "lattice",
+        "flat_cell.vasp": "lattice", "huge_lattice.vasp": "lattice", "far_atom.vasp": "structure",
+        "tiny.vasp": "lattice", "self_overlap.vasp": "structure",
+    }  # fmt: skip
+    assert "periodic image of itself" in str(next(e for e in report.rejected if e.record == "self_overlap.vasp"))
+    assert report.structures.new == 1
+
+    rows = _rows(MULTIFIDELITY)[:4]
+    header, rows = rows[0], [list(r) for r in rows[1:]]
+    column = header.index("Structure")
+    rows[1][column] = re.sub(r"angles:[^\n]*", "angles: 180.000000 90.000000 90.000000", rows[1][column])
+    _write_rows(tmp_path / "mf.csv", [header, *rows])
+    report = ingest(db, tmp_path / "mf.csv", dataset="mf")
+    assert [(e.record, e.field) for e in report.rejected] == [("mf.csv row 2", "lattice")]
+    assert report.structures.new == 2

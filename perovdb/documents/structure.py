@@ -150,6 +150,11 @@ class StructureDoc(PerovdbDocument):
 
 #: two atoms closer than this (Å) are overlapping, whatever the elements (H–C is about 1.09 Å)
 MIN_DISTANCE = 0.5
+#: a cell with less volume per atom (Å³) is degenerate (flat or collapsed; diamond has 5.7)
+MIN_VOLUME_PER_ATOM = 0.1
+#: longest lattice vector (Å) and farthest fractional coordinate accepted: beyond them a cell is a typo
+MAX_LATTICE_LENGTH = 1000.0
+MAX_FRACTIONAL_COORDINATE = 1000.0
 
 
 def _density(composition: Composition, volume: float) -> float:
@@ -170,22 +175,42 @@ def _unit_factors() -> tuple[float, float]:
     return float(Mass(1, "amu").to("g")), float(Length(1, "ang").to("cm")) ** 3
 
 
+def check_geometry(structure: Structure) -> None:
+    """Raise ``InvalidRecord`` for a cell no neighbour search or symmetry finder should see: numbers that are
+    not finite, a flat or collapsed cell, a lattice vector or an atom position absurdly far out."""
+    lattice, frac = structure.lattice.matrix, structure.frac_coords
+    if not (np.isfinite(lattice).all() and np.isfinite(frac).all()):
+        raise InvalidRecord("the lattice or the atom positions hold numbers that are not finite", field="structure")
+    longest = float(np.linalg.norm(lattice, axis=1).max())
+    if longest > MAX_LATTICE_LENGTH:
+        raise InvalidRecord(f"a lattice vector is {longest:.4g} Å long (> {MAX_LATTICE_LENGTH:g} Å)", field="lattice")
+    volume = abs(float(np.linalg.det(lattice)))
+    if volume < MIN_VOLUME_PER_ATOM * max(len(structure), 1):
+        raise InvalidRecord(f"the cell is flat or collapsed: {volume:.4g} Å³ for {len(structure)} atom(s)", field="lattice")
+    farthest = float(np.abs(frac).max()) if len(frac) else 0.0
+    if farthest > MAX_FRACTIONAL_COORDINATE:
+        raise InvalidRecord(f"a fractional coordinate is {farthest:.4g} (> {MAX_FRACTIONAL_COORDINATE:g})", field="structure")
+
+
 def check_physical(structure: Structure, composition: Composition | None = None) -> None:
-    """Raise ``InvalidRecord`` for what no real crystal has: disorder, dummy species, overlapping atoms."""
+    """Raise ``InvalidRecord`` for what no real crystal has: a degenerate cell (``check_geometry``), disorder,
+    dummy species, overlapping atoms (an atom and its own periodic images too)."""
+    if len(structure) == 0:
+        raise InvalidRecord("the structure has no atoms", field="structure")
+    check_geometry(structure)
     if not structure.is_ordered:
         raise InvalidRecord("disordered (partially occupied) sites are not supported", field="structure")
     for species in composition if composition is not None else structure.composition:
         if isinstance(species, DummySpecies) or not isinstance(species, (Element, Species)):
             raise InvalidRecord(f"{species} is not a chemical element", field="species")
-    if len(structure) > 1:
-        centres, neighbours, _, distances = structure.get_neighbor_list(MIN_DISTANCE)
-        if len(centres):
-            i, j, d = centres[0], neighbours[0], distances[0]
-            raise InvalidRecord(
-                f"atoms {i} ({structure[i].species_string}) and {j} ({structure[j].species_string}) overlap: "
-                f"{d:.3f} Å apart (< {MIN_DISTANCE} Å)",
-                field="structure",
-            )
+    centres, neighbours, _, distances = structure.get_neighbor_list(MIN_DISTANCE)
+    if len(centres):
+        i, j, d = centres[0], neighbours[0], distances[0]
+        which = "and a periodic image of itself" if i == j else f"and {j} ({structure[j].species_string})"
+        raise InvalidRecord(
+            f"atoms {i} ({structure[i].species_string}) {which} overlap: {d:.3f} Å apart (< {MIN_DISTANCE} Å)",
+            field="structure",
+        )
 
 
 def structure_dict(structure: Structure) -> dict[str, Any]:

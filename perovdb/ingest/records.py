@@ -65,7 +65,9 @@ def parse_record(item: RawRecord) -> Record | InvalidRecord:
     """``item.parse()``, or the ``InvalidRecord`` naming it when its input is bad (bugs propagate)."""
     try:
         return item.parse()
-    except ValueError as error:  # InvalidRecord, pydantic's ValidationError, parsers' errors
+    # InvalidRecord, pydantic's ValidationError, and what parsers raise on malformed text (pymatgen's POSCAR
+    # reader: IndexError for too few lines, ZeroDivisionError for a degenerate lattice)
+    except (ValueError, ArithmeticError, LookupError) as error:
         return rejected(error, item.name)
 
 
