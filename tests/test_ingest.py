@@ -544,3 +544,39 @@ def test_degenerate_cells_are_rejected_before_any_neighbour_search(db, tmp_path)
     report = ingest(db, tmp_path / "mf.csv", dataset="mf")
     assert [(e.record, e.field) for e in report.rejected] == [("mf.csv row 2", "lattice")]
     assert report.structures.new == 2
+
+
+def test_non_utf8_bytes_broken_quotes_and_a_bom(db, tmp_path):
+    """A byte that is not UTF-8 or a quote never closed is a rejection at its own row, reading stops there
+    (the rows after it could not be numbered reliably); a byte-order mark before the header is skipped."""
+    rows = [list(r) for r in _rows(PBE_TABLE)[:10]]
+    _write_rows(tmp_path / "PBE_data.csv", rows)
+    data = (tmp_path / "PBE_data.csv").read_bytes().split(b"\n")
+    data[6] = data[6].replace(b"Pb", b"P\xe9", 1)  # row 7
+    (tmp_path / "latin1.csv").write_bytes(b"\n".join(data))
+    report = ingest(db, tmp_path / "latin1.csv", dataset="latin1", kind="composition-table")
+    assert [(e.record, e.field) for e in report.rejected] == [("latin1.csv row 7", "encoding")]
+    assert "byte 0xe9" in str(report.rejected[0]) and report.calculations.new == 6
+
+    text = (tmp_path / "PBE_data.csv").read_text().splitlines()
+    text[4] = '"' + text[4]  # row 5 opens a quote it never closes: rows 5-10 would vanish into one field
+    (tmp_path / "quote.csv").write_text("\n".join(text) + "\n")
+    report = ingest(db, tmp_path / "quote.csv", dataset="quote", kind="composition-table")
+    assert [(e.record, e.field) for e in report.rejected] == [("quote.csv row 5", "row")]
+    assert "rows after it were not read" in str(report.rejected[0])
+
+    mf = [list(r) for r in _rows(MULTIFIDELITY)[:6]]
+    _write_rows(tmp_path / "mf.csv", mf)
+    raw = (tmp_path / "mf.csv").read_text()
+    structure = mf[3][mf[0].index("Structure")]
+    broken = raw.replace('"' + structure + '"', '"' + structure, 1)  # row 3 loses its closing quote
+    assert broken != raw
+    (tmp_path / "mf_quote.csv").write_text(broken)
+    report = ingest(db, tmp_path / "mf_quote.csv", dataset="mfq")
+    assert [(e.record, e.field) for e in report.rejected] == [("mf_quote.csv row 3", "row")]
+    assert report.calculations.new == 2 and report.read == 3
+
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "mf.csv").read_bytes())
+    assert detect_kind(tmp_path / "bom.csv") == "multifidelity"
+    report = ingest(db, tmp_path / "bom.csv", dataset="bom")
+    assert report.ok and report.calculations.new == 5

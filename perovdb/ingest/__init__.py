@@ -21,7 +21,7 @@ from perovdb.ingest.readers import (
     read_structure_files,
     structure_files,
 )
-from perovdb.ingest.records import RecordStream
+from perovdb.ingest.records import RecordStream, csv_lines, csv_rows, readable_rows
 from perovdb.ingest.writer import IngestReport, IngestWriter
 
 Kind = Literal["auto", "composition-table", "multifidelity", "id-prop", "structures"]
@@ -41,8 +41,15 @@ def detect_kind(path: Path) -> str:
         return "multifidelity"
     if is_composition_table(path):
         return "composition-table"
+    if path.suffix.lower() == ".csv":
+        try:
+            next(csv_lines(path), None)
+        except UnicodeDecodeError as error:
+            byte = error.object[error.start]
+            raise InvalidRecord(f"{path.name} is not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8", field="encoding") from None
     raise InvalidRecord(
-        f"cannot tell what {path.name} holds; pass --kind (one of {', '.join(KINDS[1:])})", field="path"
+        f"cannot tell what {path.name} holds; give its kind (--kind, or kind= over HTTP): one of {', '.join(KINDS[1:])}",
+        field="path",
     )
 
 
@@ -120,16 +127,13 @@ def count_records(path: str | Path, kind: Kind = "auto") -> int | None:
     except InvalidRecord:
         return None
     if kind in {"composition-table"}:
-        return sum(1 for _ in open(path, newline=""))
+        with open(path, "rb") as handle:
+            return sum(1 for _ in handle)
     if kind == "multifidelity":
-        import csv
-
-        from perovdb.ingest.records import readable_rows
-
-        with open(path, newline="") as handle:
-            return max(sum(1 for _ in readable_rows(csv.reader(handle), path.name)) - 1, 0)
+        return max(sum(1 for _ in readable_rows(csv_rows(path), path.name)) - 1, 0)
     if kind == "id-prop":
-        return sum(1 for line in open(path / "id_prop.csv") if line.strip())
+        with open(path / "id_prop.csv", "rb") as handle:
+            return sum(1 for line in handle if line.strip())
     if kind == "structures":
         return len(structure_files(path)) if path.is_dir() else 1
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 from collections.abc import Callable, Iterator
@@ -82,10 +83,25 @@ class ParseMemo(dict[str, Any]):
         return type(self), ()
 
 
+def csv_lines(path: Path) -> Iterator[str]:
+    """The lines of a CSV file, each decoded as UTF-8 when csv asks for it (a leading byte-order mark
+    dropped), so that a byte which is not UTF-8 is reported at its own row, not at the start of a chunk."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle):
+            yield (line.removeprefix(codecs.BOM_UTF8) if number == 0 else line).decode("utf-8")
+
+
+def csv_rows(path: Path) -> Iterator[list[str]]:
+    """A strict ``csv.reader`` of ``path`` (``csv_lines``): text after a closing quote, or a quote never
+    closed, is an error instead of rows silently merged or split."""
+    return csv.reader(csv_lines(path), strict=True)
+
+
 def readable_rows(reader: Iterator[Any], name: str) -> Iterator[Any]:
     """The rows of a ``csv`` reader, one per record, up to the first row csv cannot read (a field over
-    its size limit), which comes as an ``InvalidRecord`` naming ``name`` and the row; reading stops there,
-    since after a broken quoted field the following rows could not be numbered reliably."""
+    its size limit, a broken quote, a byte that is not UTF-8), which comes as an ``InvalidRecord`` naming
+    ``name`` and the row; reading stops there, since after it the following rows could not be numbered
+    reliably."""
     row_number = 0
     while True:
         row_number += 1
@@ -96,6 +112,11 @@ def readable_rows(reader: Iterator[Any], name: str) -> Iterator[Any]:
         except csv.Error as error:
             message = f"unreadable CSV ({error}); the rows after it were not read"
             yield InvalidRecord(message, field="row", record=f"{name} row {row_number}")
+            return
+        except UnicodeDecodeError as error:
+            byte = error.object[error.start]
+            message = f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8. The rows after it were not read"
+            yield InvalidRecord(message, field="encoding", record=f"{name} row {row_number}")
             return
         yield row
 

@@ -13,13 +13,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from perovdb.documents import CalculationDoc, CalculationProperties, Generation, LevelOfTheory, StructureDoc
+from perovdb.documents import (
+    CalculationDoc,
+    CalculationProperties,
+    Generation,
+    LevelOfTheory,
+    StructureDoc,
+)
 from perovdb.errors import InvalidRecord
 from perovdb.ingest.records import (
     READER_VERSION,
     RawRecord,
     Record,
     RecordStream,
+    csv_rows,
     dataset_name,
     make_source,
     raw_digest,
@@ -53,8 +60,7 @@ def expected_columns(level: LevelOfTheory) -> int:
 
 def detect_level(path: Path) -> LevelOfTheory:
     """PBE or HSE06 from the table's column count (58 or 56)."""
-    with open(path, newline="") as handle:
-        first = next(csv.reader(handle), None)
+    first = next(csv_rows(path), None)
     for level in PROPERTY_COLUMNS:
         if first is not None and len(first) == expected_columns(level):
             return level
@@ -71,7 +77,7 @@ def is_composition_table(path: Path) -> bool:
         return False
     try:
         detect_level(path)
-    except (InvalidRecord, OSError, UnicodeDecodeError):
+    except (InvalidRecord, OSError, UnicodeDecodeError, csv.Error):
         return False
     return True
 
@@ -101,23 +107,26 @@ def read_composition_table(
     if level not in PROPERTY_COLUMNS:
         raise InvalidRecord(f"no composition-table layout for level {level.value}", field="level_of_theory")
     dataset = dataset_name(path, dataset)
-    with open(path, newline="") as handle:
-        for row_number, row in enumerate(readable_rows(csv.reader(handle), path.name), start=1):
-            if isinstance(row, InvalidRecord):
-                yield row
-                continue
-            name = f"{path.name} row {row_number}"
-            yield RawRecord(
-                name=name,
-                dataset=dataset,
-                key=str(row_number),
-                digest=raw_digest(READER_VERSION, "composition-table", level.value, seed, row),
-                parse=partial(_parse_row, row, row_number, path, dataset, level, seed),
-            )
+    for row_number, row in enumerate(readable_rows(csv_rows(path), path.name), start=1):
+        if isinstance(row, InvalidRecord):
+            yield row
+            continue
+        name = f"{path.name} row {row_number}"
+        yield RawRecord(
+            name=name,
+            dataset=dataset,
+            key=str(row_number),
+            digest=raw_digest(READER_VERSION, "composition-table", level.value, seed, row),
+            parse=partial(_parse_row, row, row_number, path, dataset, level, seed),
+        )
 
 
 def _parse_row(row: list[str], row_number: int, path: Path, dataset: str, level: LevelOfTheory, seed: int) -> Record:
-    from perovdb.perovskite import SiteFractions, generate_supercell, supercell_for_mixing
+    from perovdb.perovskite import (
+        SiteFractions,
+        generate_supercell,
+        supercell_for_mixing,
+    )
 
     properties = PROPERTY_COLUMNS[level]
     n_columns = expected_columns(level)

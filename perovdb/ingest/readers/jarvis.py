@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from functools import partial
 from pathlib import Path
 
-from perovdb.documents import CalculationDoc, CalculationProperties, LevelOfTheory, StructureDoc, property_spec
+from perovdb.documents import (
+    CalculationDoc,
+    CalculationProperties,
+    LevelOfTheory,
+    StructureDoc,
+    property_spec,
+)
 from perovdb.documents.structure import Origin
 from perovdb.errors import InvalidRecord
 from perovdb.ingest.readers.structure_files import load_structure
@@ -16,6 +21,7 @@ from perovdb.ingest.records import (
     RawRecord,
     Record,
     RecordStream,
+    csv_rows,
     dataset_name,
     make_source,
     raw_digest,
@@ -40,8 +46,7 @@ def read_id_prop_folder(
     folder = Path(folder)
     spec = property_spec(property_name)
     dataset = dataset_name(folder, dataset)
-    with open(folder / "id_prop.csv", newline="") as handle:
-        rows = list(readable_rows(csv.reader(handle), "id_prop.csv"))
+    rows = list(readable_rows(csv_rows(folder / "id_prop.csv"), "id_prop.csv"))
     first_row: dict[str, int] = {}
     for row_number, row in enumerate(rows, start=1):
         if isinstance(row, InvalidRecord):

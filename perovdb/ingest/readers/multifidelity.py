@@ -20,6 +20,8 @@ from perovdb.ingest.records import (
     RawRecord,
     Record,
     RecordStream,
+    csv_lines,
+    csv_rows,
     dataset_name,
     make_source,
     raw_digest,
@@ -34,9 +36,8 @@ def is_multifidelity_table(path: Path) -> bool:
     if path.suffix.lower() != ".csv":
         return False
     try:
-        with open(path, newline="") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError):
+        header = next(csv_rows(path), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
         return False
     return all(column in header for column in REQUIRED_COLUMNS)
 
@@ -45,24 +46,28 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
     """Yield one ``RawRecord`` per row (→ relaxed structure + its PBE or HSE06 calculation)."""
     path = Path(path)
     dataset = dataset_name(path, dataset)
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
-            return
-        described = ParseMemo()  # by geometry id: many HSE06 rows repeat their PBE row's structure
-        for row_number, row in enumerate(readable_rows(reader, path.name), start=1):
-            if isinstance(row, InvalidRecord):
-                yield row
-                continue
-            yield RawRecord(
-                name=f"{path.name} row {row_number}",
-                dataset=dataset,
-                key=str(row_number),
-                digest=raw_digest(READER_VERSION, "multifidelity", [row.get(c) for c in REQUIRED_COLUMNS]),
-                parse=partial(_parse_row, row, row_number, path, dataset, described),
-            )
+    reader = csv.DictReader(csv_lines(path), strict=True)
+    try:
+        header = reader.fieldnames or []
+    except (csv.Error, UnicodeDecodeError) as error:
+        yield InvalidRecord(f"unreadable header ({error})", field="header", record=path.name)
+        return
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)
+        return
+    described = ParseMemo()  # by geometry id: many HSE06 rows repeat their PBE row's structure
+    for row_number, row in enumerate(readable_rows(reader, path.name), start=1):
+        if isinstance(row, InvalidRecord):
+            yield row
+            continue
+        yield RawRecord(
+            name=f"{path.name} row {row_number}",
+            dataset=dataset,
+            key=str(row_number),
+            digest=raw_digest(READER_VERSION, "multifidelity", [row.get(c) for c in REQUIRED_COLUMNS]),
+            parse=partial(_parse_row, row, row_number, path, dataset, described),
+        )
 
 
 def _parse_row(
