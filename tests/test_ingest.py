@@ -580,3 +580,34 @@ def test_non_utf8_bytes_broken_quotes_and_a_bom(db, tmp_path):
     assert detect_kind(tmp_path / "bom.csv") == "multifidelity"
     report = ingest(db, tmp_path / "bom.csv", dataset="bom")
     assert report.ok and report.calculations.new == 5
+
+
+def test_file_names_and_property_names_the_database_cannot_hold(db, tmp_path):
+    """A file name that is not UTF-8, or a site property named '$x' or 'a.b', was a crash in the middle of
+    the write (after part of the batch was stored); each is now a rejection of its own file."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    shutil.copy(JARVIS / "POSCAR-JVASP-10.vasp", folder / "good.vasp")
+    shutil.copy(JARVIS / "POSCAR-JVASP-107772.vasp", os.path.join(os.fsencode(folder), b"b_\xff.vasp"))
+    structure = Structure.from_file(JARVIS / "POSCAR-JVASP-1372.vasp")
+    structure.add_site_property("$charge", [0.0] * len(structure))
+    (folder / "props.json").write_text(structure.to_json())
+    report = ingest(db, folder, dataset="names")
+    assert {(e.record, e.field) for e in report.rejected} == {("b_\\xff.vasp", "file"), ("props.json", "properties")}
+    assert report.structures.new == 1
+
+
+def test_a_repeated_column_is_refused_and_a_field_is_named_once(db, tmp_path):
+    rows = [list(r) for r in _rows(MULTIFIDELITY)[:4]]
+    header = rows[0]
+    gap = header.index("Band Gap")
+    _write_rows(tmp_path / "twice.csv", [header + ["Band Gap"]] + [r + ["7.7"] for r in rows[1:]])
+    report = ingest(db, tmp_path / "twice.csv", dataset="twice")
+    assert [(e.record, e.field) for e in report.rejected] == [("twice.csv", "header")]
+    assert "'Band Gap'" in str(report.rejected[0]) and report.calculations.new == 0  # never the last column's 7.7
+
+    rows[1][gap] = "-1.5"
+    _write_rows(tmp_path / "negative.csv", rows)
+    report = ingest(db, tmp_path / "negative.csv", dataset="negative")
+    message = str(report.rejected[0])
+    assert report.rejected[0].field == "band_gap" and message.count("band_gap") == 1, message

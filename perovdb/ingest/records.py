@@ -167,6 +167,9 @@ def rejected(error: Exception, record: str, field: str | None = None) -> Invalid
 
     if isinstance(error, ValidationError):
         first = error.errors()[0]
+        raised = first.get("ctx", {}).get("error")
+        if isinstance(raised, InvalidRecord):  # a validator's own error already names its field
+            return rejected(raised, record)
         where = ".".join(str(part) for part in first["loc"])
         return InvalidRecord(first["msg"], field=where or field, record=record)
     return InvalidRecord(f"{type(error).__name__}: {error}", field=field, record=record)

@@ -52,6 +52,10 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
     except (csv.Error, UnicodeDecodeError) as error:
         yield InvalidRecord(f"unreadable header ({error})", field="header", record=path.name)
         return
+    twice = sorted({column for column in header if header.count(column) > 1})
+    if twice:  # csv.DictReader would silently keep the last of them
+        yield InvalidRecord(f"columns {twice} appear more than once", field="header", record=path.name)
+        return
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         yield InvalidRecord(f"missing columns {missing}", field="header", record=path.name)

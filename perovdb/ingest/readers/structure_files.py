@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterable
 from functools import partial
@@ -46,6 +47,9 @@ def load_structure(path: Path) -> Structure:
         raise InvalidRecord(f"cannot parse as a structure ({type(error).__name__}: {error})", field="file") from error
     if len(structure) == 0:
         raise InvalidRecord("the file holds no atoms", field="file")
+    for key in [*structure.site_properties, *structure.properties]:
+        if not isinstance(key, str) or key.startswith("$") or "." in key:
+            raise InvalidRecord(f"property name {key!r}: a database key cannot start with '$' or hold '.'", field="properties")
     return structure
 
 
@@ -56,6 +60,12 @@ def read_structure_files(
     for path in paths:
         path = Path(path)
         name = dataset_name(root or path, dataset)
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in the name: it could not be stored or shown
+            shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+            yield InvalidRecord("the file name is not UTF-8; rename the file", field="file", record=shown)
+            continue
         try:
             content = path.read_bytes()
         except OSError as error:
