@@ -46,6 +46,12 @@ def test_ingest_query_show_stats(tmp_path):
 
     stats = runner.invoke(app, ["stats", "--format", "json", "--uri", uri])
     assert json.loads(stats.stdout)["collections"]["calculations"] == 50
+    stats_csv = runner.invoke(app, ["stats", "--format", "csv", "--uri", uri])
+    rows = list(csv.DictReader(io.StringIO(stats_csv.stdout)))
+    assert {"section": "collections", "name": "calculations", "count": "50"} in rows
+    for command in (["show", docs[0]["structure_id"], "--format", "csv"], ["stats", "--format", "xml"]):
+        refused = runner.invoke(app, [*command, "--uri", uri])
+        assert refused.exit_code == 2 and "is not one of" in refused.output  # was ignored: a table printed
 
 
 def test_rejections_give_exit_code_1_and_name_the_record(tmp_path):

@@ -14,7 +14,10 @@ from rich.table import Table
 from perovdb.cli.common import (
     DEFAULT_FIELDS,
     REPO_DATA,
+    DocumentFormat,
+    DocumentFormatOption,
     FormatOption,
+    TableFormat,
     UriOption,
     app,
     console,
@@ -112,7 +115,7 @@ def query(
     filter_json: Annotated[str | None, typer.Option("--filter", help="MongoDB-style filter as JSON.")] = None,
     fields: Annotated[str | None, typer.Option(help="Comma-separated fields (dotted paths allowed).")] = None,
     limit: Annotated[int, typer.Option(min=0, help="At most this many documents (0 = all).")] = 20,
-    fmt: FormatOption = "table",
+    fmt: FormatOption = TableFormat.table,
     uri: UriOption = None,
 ) -> None:
     """Query a collection."""
@@ -154,7 +157,7 @@ def _structure_ids(formula: str | None, elements: list[str] | None, uri: str | N
 @app.command()
 def show(
     structure_id: Annotated[str, typer.Argument(help="A structure_id.")],
-    fmt: FormatOption = "table",
+    fmt: DocumentFormatOption = DocumentFormat.table,
     uri: UriOption = None,
 ) -> None:
     """A structure with its calculations and current predictions."""
@@ -181,7 +184,7 @@ def show(
 
 
 @app.command()
-def stats(fmt: FormatOption = "table", uri: UriOption = None) -> None:
+def stats(fmt: FormatOption = TableFormat.table, uri: UriOption = None) -> None:
     """Counts per collection, per level of theory and per mixing type."""
     from perovdb.query import stats as collect_stats
 
@@ -191,9 +194,13 @@ def stats(fmt: FormatOption = "table", uri: UriOption = None) -> None:
 
 
 def print_stats(numbers: dict[str, Any], fmt: str = "table") -> None:
-    """Print ``perovdb.query.stats`` output as tables or JSON."""
+    """Print ``perovdb.query.stats`` output as tables, JSON or CSV (section, name, count)."""
     if fmt == "json":
         sys.stdout.write(json.dumps(numbers, indent=2) + "\n")
+        return
+    if fmt == "csv":
+        rows = [(section, name, count) for section, counts in numbers.items() for name, count in counts.items()]
+        print_documents([dict(zip(("section", "name", "count"), row)) for row in rows], ["section", "name", "count"], "csv")
         return
     for section, counts in numbers.items():
         table = Table(title=section.replace("_", " "))

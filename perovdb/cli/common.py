@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +46,23 @@ err_console = Console(stderr=True)
 UriOption = Annotated[
     str | None, typer.Option("--uri", help="Database URI (default: $PEROVDB_URI, else monty://.perovdb).")
 ]
-FormatOption = Annotated[str, typer.Option("--format", "-F", help="table, json or csv.")]
+class TableFormat(str, Enum):
+    """How lists of documents are printed."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class DocumentFormat(str, Enum):
+    """How one document (or a comparison) is printed."""
+
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[TableFormat, typer.Option("--format", "-F", help="table, json or csv.")]
+DocumentFormatOption = Annotated[DocumentFormat, typer.Option("--format", "-F", help="table or json.")]
 
 DEFAULT_FIELDS = {
     "structures": ["structure_id", "formula", "reduced_formula", "nsites", "origin", "phase", "space_group_symbol"],

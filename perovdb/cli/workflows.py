@@ -13,7 +13,16 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from perovdb.cli.common import UriOption, app, console, fail, open_db, progress_bar
+from perovdb.cli.common import (
+    DocumentFormat,
+    DocumentFormatOption,
+    UriOption,
+    app,
+    console,
+    fail,
+    open_db,
+    progress_bar,
+)
 from perovdb.errors import PerovdbError
 
 
@@ -225,7 +234,7 @@ def provenance(
 def provenance_diff(
     first: Annotated[str, typer.Argument(help="A model id.")],
     second: Annotated[str, typer.Argument(help="Another model id.")],
-    fmt: Annotated[str, typer.Option("--format", "-F", help="table or json.")] = "table",
+    fmt: DocumentFormatOption = DocumentFormat.table,
     uri: UriOption = None,
 ) -> None:
     """What differs between two models: data, settings, code."""
