@@ -285,6 +285,8 @@ def test_predictions_and_evaluations_of_an_imported_model(jarvis_db):
     assert {p["prediction_id"]: p["last_updated"] for p in find(db, "predictions", {})} == before
 
     # a new version re-predicts everything; the retired version's predictions are stale, not deleted
+    v1_evaluations = {e["evaluation_id"]: e["mae"] for e in find(db, "evaluations", {"model_id": v1.model_id})}
+    assert v1_evaluations
     v2 = import_upstream(db, UPSTREAM / "alignn_classic_tiny.zip", "jarvis-gap", "band_gap", "OptB88vdW")
     assert v2.version == 2
     activate(db, v2.model_id)
@@ -296,7 +298,8 @@ def test_predictions_and_evaluations_of_an_imported_model(jarvis_db):
     stored = _predictions_by_file(db, v2.model_id)
     assert all(abs(stored[f] - classic[f]["upstream_prediction"]) < 1e-4 for f in classic)
     assert find(db, "evaluations", {"model_id": v2.model_id, "subset": "all"})[0]["n"] == 50
-    assert not find(db, "evaluations", {"model_id": v1.model_id})  # no current predictions, no evaluation
+    # the retired version keeps its last evaluations (to compare versions by), unchanged
+    assert {e["evaluation_id"]: e["mae"] for e in find(db, "evaluations", {"model_id": v1.model_id})} == v1_evaluations
 
 
 def test_geometry_digest_is_derived_and_documents_without_it_are_not_repredicted(jarvis_db):

@@ -4,7 +4,8 @@ One item per (model, property). Its predictions (not stale) are paired with the 
 same structure at every level of theory that has the property (the newest calculation per level);
 each level gives evaluations on the subsets ``all``, ``split=<train|val|test>`` (the model's own split)
 and ``mixing_type=<…>``. An item is recomputed only when the hash of what it compares changes, and an
-evaluation whose numbers did not change keeps its ``last_updated``.
+evaluation whose numbers did not change keeps its ``last_updated``. A retired model (no current
+predictions) keeps its last evaluations; they are deleted only with the model.
 """
 
 from __future__ import annotations
@@ -178,7 +179,10 @@ class EvaluationsBuilder(IncrementalBuilder):
             else:
                 continue
             plan.build.append(list(item))
-        plan.remove = sorted(eid for item, ids in stored_ids.items() if item not in digests for eid in ids)
+        # a retired model (its predictions all stale) keeps its last evaluations, to compare versions by; they
+        # go only with the model itself
+        models = {m["model_id"] for m in self.models.query({}, properties=["model_id"])}
+        plan.remove = sorted(eid for (model_id, _), ids in stored_ids.items() if model_id not in models for eid in ids)
         plan.reasons = dict(reasons)
         return plan
 
@@ -244,6 +248,6 @@ class EvaluationsBuilder(IncrementalBuilder):
                 self.changed += len(stored)
 
     def remove_targets(self, keys: list[str]) -> int:
-        """Delete evaluations of models or properties that have no predictions any more."""
+        """Delete the evaluations of models that no longer exist."""
         self.evaluations.remove_docs({"evaluation_id": {"$in": keys}})
         return len(keys)
