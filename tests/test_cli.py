@@ -49,6 +49,10 @@ def test_ingest_query_show_stats(tmp_path):
     stats_csv = runner.invoke(app, ["stats", "--format", "csv", "--uri", uri])
     rows = list(csv.DictReader(io.StringIO(stats_csv.stdout)))
     assert {"section": "collections", "name": "calculations", "count": "50"} in rows
+    built = runner.invoke(app, ["build", "materials", "--uri", uri])
+    assert built.exit_code == 0 and "documents" in built.output
+    again = runner.invoke(app, ["build", "materials", "--uri", uri])
+    assert again.exit_code == 0 and "materials: unchanged since run-" in again.output  # the README's promise
     for command in (["show", docs[0]["structure_id"], "--format", "csv"], ["stats", "--format", "xml"]):
         refused = runner.invoke(app, [*command, "--uri", uri])
         assert refused.exit_code == 2 and "is not one of" in refused.output  # was ignored: a table printed

@@ -51,6 +51,13 @@ class BuildPlan:
     build: list[Any] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    #: items to build in ``total``'s unit, when a ``build`` entry holds several (a batch of structures)
+    items: int | None = None
+
+    @property
+    def planned(self) -> int:
+        """Items to build, in the unit of ``total``."""
+        return len(self.build) if self.items is None else self.items
 
 
 class IncrementalBuilder(Builder):

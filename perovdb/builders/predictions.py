@@ -132,6 +132,7 @@ class PredictionsBuilder(IncrementalBuilder):
                 todo.append(doc["structure_id"])
             for batch in chunks(todo, self.batch_size):
                 plan.build.append({"model_id": model["model_id"], "structure_ids": batch})
+        plan.items = sum(len(batch["structure_ids"]) for batch in plan.build)
         plan.remove = sorted(set(current) - keep)
         if plan.remove:
             reasons["to mark stale"] = len(plan.remove)

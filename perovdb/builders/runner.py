@@ -130,7 +130,7 @@ def run_builder(
         version=builder.version,
         dry_run=dry_run,
         total=plan.total,
-        planned=len(plan.build),
+        planned=plan.planned,
         removed=len(plan.remove),
         reasons=plan.reasons,
         unchanged_since=unchanged["run_id"] if unchanged else None,

@@ -269,12 +269,9 @@ def demo(
             from perovdb.cli.workflows import _print_state
 
             _print_state(result.flow)
-        table = Table(title="builders")
-        for column in ("builder", "documents", "processed", "changed", "removed/stale"):
-            table.add_column(column)
-        for r in result.builds:
-            table.add_row(r.builder, str(r.total), str(r.planned), str(r.changed), str(r.removed))
-        console.print(table)
+        from perovdb.cli.workflows import print_builds
+
+        print_builds(result.builds)
         from perovdb.query import stats as collect_stats
 
         print_stats(collect_stats(db))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -24,6 +25,9 @@ from perovdb.cli.common import (
     progress_bar,
 )
 from perovdb.errors import PerovdbError
+
+if TYPE_CHECKING:
+    from perovdb.builders.runner import BuildReport
 
 
 class _ShowByDefault(TyperGroup):
@@ -102,14 +106,26 @@ def build(
                 reports = run_builders(db, builders or ["all"], dry_run=dry_run, full=full, on_progress=advance)
         except (PerovdbError, ValueError) as error:
             fail(error)
-    table = Table(title="build (dry run: nothing written)" if dry_run else "build")
-    for column in ("builder", "documents", "to build" if dry_run else "processed", "changed", "removed/stale", "seconds", "why"):
+    print_builds(reports, dry_run=dry_run)
+
+
+def print_builds(reports: Sequence[BuildReport], dry_run: bool = False) -> None:
+    """The table of builder runs: items considered and built, documents changed, why."""
+    table = Table(
+        title="build (dry run: nothing written)" if dry_run else "builders",
+        caption="items: materials; (active model, structure) pairs; (model, property) pairs evaluated",
+    )
+    for column in ("builder", "items", "to build" if dry_run else "built", "documents changed", "removed/stale",
+                   "seconds", "why"):  # fmt: skip
         table.add_column(column)
     for r in reports:
-        why = ", ".join(f"{k}: {v}" for k, v in r.reasons.items())
+        why = "unchanged" if r.unchanged_since else ", ".join(f"{k}: {v}" for k, v in r.reasons.items())
         table.add_row(r.builder, str(r.total), str(r.planned), "-" if dry_run else str(r.changed), str(r.removed),
-                      f"{r.seconds:.1f}", why)
+                      f"{r.seconds:.1f}", escape(why))
     console.print(table)
+    for r in reports:
+        if r.unchanged_since:
+            console.print(f"{r.builder}: unchanged since {r.unchanged_since} (nothing written since then)")
 
 
 # -- flows ------------------------------------------------------------------------------------------
