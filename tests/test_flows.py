@@ -191,3 +191,25 @@ def test_submit_to_fireworks_and_run_there(tmp_path, monkeypatch):
     assert len(pad.get_fw_ids({"state": "COMPLETED"})) == len(flow.jobs)
     assert flow_state(db, flow.uuid).finished
     assert find(db, "models", {}) and find(db, "predictions", {})
+
+
+def test_a_submission_the_engine_refuses_records_nothing(tmp_path):
+    """A launchpad file that is missing, or an engine that raises while queueing, is one clear error, and no
+    flow is left behind 'waiting' forever in perovdb flow status."""
+    pytest.importorskip("fireworks")
+    from perovdb.errors import ConfigurationError
+    from perovdb.flows import submit_flow
+    from perovdb.provenance.record import FLOWS
+
+    db = make_database("monty", tmp_path)
+    flow = _quick(WorkflowSpec.from_file(WORKFLOWS / "hse_gap.yaml")).to_flow(uri=db.uri)
+    with pytest.raises(ConfigurationError, match="no_such_launchpad.yaml"):
+        submit_flow(db, flow, "fireworks", launchpad=tmp_path / "no_such_launchpad.yaml")
+
+    class Refusing:  # a LaunchPad whose database refuses the write
+        def add_wf(self, workflow: object) -> dict:
+            raise ConnectionError("launchpad database unreachable")
+
+    with pytest.raises(ConfigurationError, match="fireworks did not take the flow .*unreachable"):
+        submit_flow(db, flow, "fireworks", launchpad=Refusing())
+    assert db.store(FLOWS, key="flow_uuid").count() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -136,22 +137,41 @@ def submit_flow(
     """
     if db.backend == "memory":
         raise ConfigurationError("a memory:// database lives in this process only; submit with a mongodb:// URI")
+    hand_over = _engine(engine, store=job_store(db), launchpad=launchpad, worker=worker, project=project)
     record_flow(db, flow, spec=spec, source=f"submitted to {engine}")
+    try:
+        return hand_over(flow)
+    except Exception as error:  # whatever the engine raises: the flow is not queued, so it is not recorded either
+        db.store(FLOWS, key="flow_uuid").remove_docs({"flow_uuid": flow.uuid})
+        raise ConfigurationError(f"{engine} did not take the flow ({type(error).__name__}: {error})") from error
+
+
+def _engine(
+    engine: Engine, *, store: JobStore, launchpad: str | Path | Any | None, worker: str | None, project: str | None
+) -> Callable[[Flow], str]:
+    """A function handing a flow to ``engine`` and returning the engine's id of it; ``ConfigurationError``
+    when the engine is not installed or not configured (checked before anything is recorded)."""
     if engine == "fireworks":
         try:
             from fireworks import LaunchPad
             from jobflow.managers.fireworks import flow_to_workflow
         except ImportError:
             raise ConfigurationError("FireWorks is not installed: pip install 'perovdb[cluster]'") from None
-        if launchpad is None:
-            pad = LaunchPad.auto_load()
-        elif isinstance(launchpad, (str, Path)):
-            pad = LaunchPad.from_file(str(launchpad))
-        else:
-            pad = launchpad
-        workflow = flow_to_workflow(flow, store=job_store(db))
-        mapping = pad.add_wf(workflow)
-        return str(sorted(mapping.values())[0]) if mapping else flow.uuid
+        try:
+            if launchpad is None:
+                pad = LaunchPad.auto_load()
+            elif isinstance(launchpad, (str, Path)):
+                pad = LaunchPad.from_file(str(launchpad))
+            else:
+                pad = launchpad
+        except (OSError, ValueError) as error:
+            raise ConfigurationError(f"cannot load the FireWorks launchpad {launchpad or ''}: {error}") from error
+
+        def add_workflow(flow: Flow) -> str:
+            mapping = pad.add_wf(flow_to_workflow(flow, store=store))
+            return str(min(mapping.values())) if mapping else flow.uuid
+
+        return add_workflow
     if engine == "jobflow-remote":
         try:
             from jobflow_remote import submit_flow as remote_submit
@@ -159,6 +179,10 @@ def submit_flow(
             raise ConfigurationError("jobflow-remote is not installed: pip install 'perovdb[cluster]'") from None
         if worker is None:
             raise ConfigurationError("jobflow-remote needs --worker (a worker name of your jobflow-remote project)")
-        remote_submit(flow, worker=worker, project=project)
-        return flow.uuid
+
+        def submit_remote(flow: Flow) -> str:
+            remote_submit(flow, worker=worker, project=project)
+            return flow.uuid
+
+        return submit_remote
     raise ConfigurationError(f"unknown engine {engine!r}: use fireworks or jobflow-remote")
