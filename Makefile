@@ -43,6 +43,9 @@ benchmarks: setup
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/builders.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/api_load.py
+	$(BIN)/python benchmarks/flow_overhead.py
+	$(BIN)/python benchmarks/end_to_end.py
 
 accuracy: setup
 	$(BIN)/perovdb evaluate --preset full --out reports

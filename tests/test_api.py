@@ -17,7 +17,7 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Structure
 
 from conftest import DATA, HSE_TABLE, JARVIS, PBE_TABLE, make_database
 from perovdb import Database
@@ -464,6 +464,8 @@ def test_api_key_and_upload(api_db, caplog):
     bad_name = keyed.post("/ingest", params={"filename": "../../etc/passwd"}, content=b"x",
                           headers={"X-API-Key": API_KEY})
     assert bad_name.status_code == 400
+    form = keyed.post("/ingest", params=params, files={"file": (cif.name, cif.read_bytes())}, headers={"X-API-Key": API_KEY})
+    assert form.status_code == 400 and "--data-binary" in form.json()["error"]["detail"]
     folder_kind = keyed.post("/ingest", params={"filename": "id_prop.csv", "kind": "id-prop", "property": "band_gap"},
                              content=b"a.vasp,1.0\n", headers={"X-API-Key": API_KEY})
     assert folder_kind.status_code == 400 and "folder" in folder_kind.json()["error"]["detail"]
@@ -474,6 +476,9 @@ def test_api_key_and_upload(api_db, caplog):
     assert report["structures"]["new"] + report["structures"]["updated"] + report["structures"]["unchanged"] == 1
     found = keyed.get("/structures", params={"filter": json.dumps({"sources.dataset": f"upload/{cif.name}"})}).json()
     assert found["meta"]["total"] == 1
+    as_json = keyed.post("/ingest", params={"filename": "cs.json"}, headers={"X-API-Key": API_KEY},
+                         content=Structure.from_file(cif).to_json().encode())  # pymatgen JSON, as the CLI reads it
+    assert as_json.status_code == 201 and as_json.json()["read"] == 1, as_json.text
     assert API_KEY not in caplog.text
 
 

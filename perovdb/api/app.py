@@ -67,7 +67,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such document."},
 }
 #: upload names the ingest endpoint accepts (the readers pick the format from the name)
-UPLOAD_NAME = re.compile(r"^(?:[\w.+-]+\.(?:cif|vasp|poscar|csv)|POSCAR[\w.+-]*|CONTCAR[\w.+-]*)$", re.IGNORECASE)
+UPLOAD_NAME = re.compile(r"^(?:[\w.+-]+\.(?:cif|vasp|poscar|json|csv)|POSCAR[\w.+-]*|CONTCAR[\w.+-]*)$", re.IGNORECASE)
 _RANGE_PARAM = re.compile(r"^(?P<prop>[a-z_]+?)(?:_(?P<level>[a-z0-9]+))?_(?P<bound>min|max)$")
 _LEVELS = {level.value.lower(): level.value for level in LevelOfTheory}
 
@@ -299,17 +299,21 @@ def create_app(db: Database, settings: Settings, limits: Limits | None = None) -
     )
     async def ingest_upload(
         request: Request,
-        filename: str = Query(..., max_length=200, description="Name of the file: *.cif, POSCAR*, *.vasp or *.csv."),
+        filename: str = Query(..., max_length=200,
+                              description="Name of the file: *.cif, POSCAR*, CONTCAR*, *.vasp, *.json (pymatgen) or *.csv."),
         kind: str = Query("auto", pattern="^(auto|composition-table|multifidelity|id-prop|structures)$"),
         property_name: str | None = Query(None, alias="property", max_length=100),
         level: str | None = Query(None, max_length=50),
         dataset: str | None = Query(None, max_length=200),
         origin: str | None = Query(None, pattern="^(relaxed|generated|experimental|unknown)$"),
     ) -> FastJSONResponse:
-        """Upload one CIF, POSCAR or CSV file (the raw bytes as the request body) and ingest it.
-        Needs ``X-API-Key``. Flows (training, prediction) are not launched from the API."""
+        """Upload one CIF, POSCAR, pymatgen JSON or CSV file (the raw bytes as the request body) and ingest
+        it. Needs ``X-API-Key``. Flows (training, prediction) are not launched from the API."""
         if not UPLOAD_NAME.match(filename):
-            raise ApiError(400, "filename must be a plain name ending in .cif, .vasp, .poscar or .csv, or POSCAR*")
+            raise ApiError(400, "filename must be a plain name ending in .cif, .vasp, .poscar, .json or .csv, or "
+                                "POSCAR*/CONTCAR*")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(400, "send the file as the raw request body (curl --data-binary @FILE), not as a form")
         if kind == "id-prop":
             raise ApiError(400, "kind id-prop reads a folder (id_prop.csv beside its structure files), not one "
                                 "uploaded file: ingest the folder with the CLI, or upload the structures one by one")

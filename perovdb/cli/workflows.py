@@ -80,7 +80,9 @@ def build(
     builders: Annotated[list[str] | None, typer.Argument(help="materials, predictions, evaluations or all.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Rebuild everything, not only what changed.")] = False,
-    export: Annotated[Path | None, typer.Option(help="Only write the builders as JSON here, for maggma's mrun.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Only write each builder as a JSON file into this folder, for maggma's mrun.")
+    ] = None,
     uri: UriOption = None,
 ) -> None:
     """Bring the derived collections up to date (in dependency order, incrementally)."""
