@@ -15,9 +15,11 @@ def evaluate(
     preset: Annotated[
         str, typer.Option(help="quick (CI: real subset, tiny model, ~1 min) or full (all data, 5 folds, ~1 h on 2 cores).")
     ] = "quick",
-    out: Annotated[Path, typer.Option(help="Folder for accuracy.md, its PNGs and the out-of-fold predictions.")] = Path(
-        "reports"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for accuracy.md, its PNGs and the out-of-fold predictions (the committed report: "
+                     "--preset full --out reports)."),
+    ] = Path("perovdb-output/accuracy"),
     cache: Annotated[Path, typer.Option(help="Graph cache (directory artifact store), reused by reruns.")] = Path(
         ".perovdb/accuracy-graphs"
     ),
