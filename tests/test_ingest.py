@@ -115,6 +115,8 @@ def test_multifidelity_set(db):
     # two sources)
     assert report.structures.new == 620
     assert report.calculations.new == 982
+    # into an empty store everything is new: a structure a later batch adds a source to is not "updated"
+    assert (report.structures.updated, report.calculations.updated) == (0, 0)
     structures = find(db, "structures", {}, fields=["nsites", "origin", "phase", "perovskite", "sources"])
     sizes = [s["nsites"] for s in structures]
     assert (min(sizes), max(sizes)) == (10, 288)

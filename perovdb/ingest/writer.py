@@ -137,15 +137,18 @@ class IngestWriter:
     ) -> IngestReport:
         """Ingest every result; ``on_progress(n)`` is called after each batch of ``n`` records."""
         report = IngestReport()
+        created: set[str] = set()  # ids this ingest created: a later batch adding to one does not "update" it
         with fewer_gc_passes(self.db.settings.bulk_gc_threshold), RecordParser(self.workers) as parser:
             for batch in chunks(results, self.batch_size):
-                self._write_batch(batch, report, parser)
+                self._write_batch(batch, report, parser, created)
                 if on_progress:
                     on_progress(len(batch))
         return report
 
     # -- one batch --------------------------------------------------------------------------
-    def _write_batch(self, batch: list[ReadResult], report: IngestReport, parser: RecordParser) -> None:
+    def _write_batch(
+        self, batch: list[ReadResult], report: IngestReport, parser: RecordParser, created: set[str]
+    ) -> None:
         report.read += len(batch)
         raw = [item for item in batch if isinstance(item, RawRecord)]
         report.rejected += [item for item in batch if isinstance(item, InvalidRecord)]
@@ -178,8 +181,8 @@ class IngestWriter:
             staged_s.update(these_s)
             staged_c.update(these_c)
             accepted.append((item, record))
-        self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures)
-        self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations)
+        self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures, created)
+        self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations, created)
         self._record_ledger(accepted)
 
     def _changed(self, raw: list[RawRecord], report: IngestReport) -> list[RawRecord]:
@@ -221,8 +224,9 @@ class IngestWriter:
         return found
 
     def _upsert(
-        self, store: Store, key: str, staged: dict[str, Any], stored: dict[str, Any], counts: Counts
+        self, store: Store, key: str, staged: dict[str, Any], stored: dict[str, Any], counts: Counts, created: set[str]
     ) -> None:
+        """Write what changed; count new / updated / unchanged against the store as it was before this ingest."""
         now = utcnow()
         writes = []
         for doc_id, doc in staged.items():
@@ -230,12 +234,13 @@ class IngestWriter:
             if old is None:
                 doc = doc.model_copy(update={"created_at": now, "last_updated": now})
                 counts.new += 1
+                created.add(doc_id)
             elif old.content_digest() == doc.content_digest():
-                counts.unchanged += 1
+                counts.unchanged += doc_id not in created
                 continue
             else:
                 doc = doc.model_copy(update={"created_at": old.created_at, "last_updated": now})
-                counts.updated += 1
+                counts.updated += doc_id not in created
             # re-validate what we write; merges never change a structure, so its digest stands
             writes.append(type(doc).model_validate(doc.model_dump(), context={DIGEST_CHECKED: True}).to_store())
         if writes:
