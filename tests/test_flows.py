@@ -108,6 +108,11 @@ def test_hse_gap_flow_end_to_end_with_provenance(mf_db):
     # and forward from a training structure to the model
     forward = walk(db, sorted(hse_ids)[0], backward=False)
     assert model["model_id"] in forward.nodes
+    # a job: its flow, its recorded inputs and what it wrote
+    job = walk(db, train_uuid)
+    assert (model["model_id"], "trained") in job.outputs_of(train_uuid) and flow.uuid in job.nodes
+    assert job.nodes[train_uuid]["inputs"]["snapshot"]["n"] == len(hse_ids)
+    assert any(relation == "made" for _, relation in walk(db, predict_uuid).outputs_of(predict_uuid))
 
     # running the same spec again reuses the model and duplicates nothing
     n_predictions = len(find(db, "predictions", {}))

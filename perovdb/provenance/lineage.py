@@ -100,7 +100,7 @@ class _Walker:
         node = self.g.add(
             job_uuid, "job", f"{record['name']} job {job_uuid[:8]} ({record.get('status')})",
             host=record.get("host"), started=str(record.get("started")), finished=str(record.get("finished")),
-            versions=record.get("versions", {}),
+            versions=record.get("versions", {}), inputs=record.get("inputs", {}),
         )
         if record.get("flow_uuid"):
             flow = self.db.store(FLOWS, key="flow_uuid").query_one(
@@ -262,6 +262,20 @@ class _Walker:
                 self.g.add(child["model_id"], "model", f"model {child['name']} v{child['version']}")
                 self.g.link(node_id, child["model_id"], "fine-tuned from")
                 self.forward(child["model_id"])
+        elif kind == "job":  # what the job wrote: models it trained, predictions, evaluations
+            for m in db.models.query({"job_uuid": node_id}, properties=["model_id", "name", "version"]):
+                self.g.add(m["model_id"], "model", f"model {m['name']} v{m['version']}")
+                self.g.link(node_id, m["model_id"], "trained")
+            predictions = list(db.predictions.query({"job_uuid": node_id}, properties=["prediction_id", "value", "stale"]))
+            for p in predictions[:FAN_OUT]:
+                self.g.add(p["prediction_id"], "prediction", f"prediction {p['value']:.3f}" + (" (stale)" if p.get("stale") else ""))
+                self.g.link(node_id, p["prediction_id"], "made")
+            if len(predictions) > FAN_OUT:
+                rest = self.g.add(f"more:{node_id}", "summary", f"… {len(predictions) - FAN_OUT} more predictions")
+                self.g.link(node_id, rest, "made")
+            for e in db.evaluations.query({"job_uuid": node_id}, properties=["evaluation_id", "reference_level_of_theory", "subset"]):
+                self.g.add(e["evaluation_id"], "evaluation", f"vs {e['reference_level_of_theory']} [{e['subset']}]")
+                self.g.link(node_id, e["evaluation_id"], "computed")
 
 
 def walk(db: Database, identifier: str, *, backward: bool = True, forward: bool = True) -> Lineage:
