@@ -17,8 +17,9 @@ WORKFLOWS = REPO / "workflows"
 QUICK = {"epochs": 1, "batch_size": 16, "early_stopping_patience": None}
 
 
-def _subset(tmp_path: Path, n_pbe: int = 30, n_hse: int = 28) -> Path:
-    """The first PBE and HSE06 rows of the real multi-fidelity set."""
+def _subset(tmp_path: Path, n_pbe: int = 31, n_hse: int = 28) -> Path:
+    """The first PBE and HSE06 rows of the real multi-fidelity set (the 31st PBE row has the geometry of one
+    of the first HSE06 rows: that structure has both gaps)."""
     with open(MULTIFIDELITY, newline="") as handle:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]
@@ -112,6 +113,9 @@ def test_hse_gap_flow_end_to_end_with_provenance(mf_db):
     job = walk(db, train_uuid)
     assert (model["model_id"], "trained") in job.outputs_of(train_uuid) and flow.uuid in job.nodes
     assert job.nodes[train_uuid]["inputs"]["snapshot"]["n"] == len(hse_ids)
+    # the model's training data was read from one HSE06 record per structure (not its PBE rows too)
+    files = [n["label"] for n in walk(db, model["model_id"], forward=False).nodes.values() if n["kind"] == "file"]
+    assert files and all(label.endswith(f"({len(hse_ids)} records)") for label in files), files
     assert any(relation == "made" for _, relation in walk(db, predict_uuid).outputs_of(predict_uuid))
 
     # running the same spec again reuses the model and duplicates nothing

@@ -166,10 +166,13 @@ class _Walker:
                     digest=dataset.get("digest"), split={k: len(v) for k, v in m["split"].items()},
                 )
                 self.g.link(snap, node_id, "training data")
+                # the records the targets were read from: the calculations at the target's level
                 files: Counter[str] = Counter()
-                for s in db.structures.query({"structure_id": {"$in": ids}}, properties=["sources"]):
-                    for source in s.get("sources", []):
-                        files[source.get("file") or source["dataset"]] += 1
+                level = query.get("level_of_theory", m.get("target_level_of_theory"))
+                for c in db.calculations.query({"structure_id": {"$in": ids}, "level_of_theory": level},
+                                               properties=["source"]):  # fmt: skip
+                    source = c.get("source") or {}
+                    files[source.get("file") or source.get("dataset")] += 1
                 for name, count in files.most_common():
                     fid = self.g.add(f"file:{name}", "file", f"{name} ({count} records)")
                     self.g.link(fid, snap, "read from")
