@@ -613,3 +613,30 @@ def test_a_repeated_column_is_refused_and_a_field_is_named_once(db, tmp_path):
     report = ingest(db, tmp_path / "negative.csv", dataset="negative")
     message = str(report.rejected[0])
     assert report.rejected[0].field == "band_gap" and message.count("band_gap") == 1, message
+
+
+def test_a_record_is_the_same_source_from_any_working_directory(db, tmp_path, monkeypatch):
+    """Sources are told apart by data set and record: an edited row ingested from another directory updates
+    its calculation (it was refused as conflicting with itself); same-named files in subfolders stay apart."""
+    table = tmp_path / "tables" / "HSE_data.csv"
+    table.parent.mkdir()
+    rows = [list(r) for r in _rows(HSE_TABLE)[:6]]
+    _write_rows(table, rows)
+    monkeypatch.chdir(tmp_path)
+    assert ingest(db, Path("tables/HSE_data.csv")).ok
+    gap = next(i for i, cell in enumerate(rows[2]) if cell and cell.replace(".", "", 1).isdigit() and float(cell) > 0.5)
+    rows[2][gap] = f"{float(rows[2][gap]) + 0.25:.4f}"
+    _write_rows(table, rows)
+    monkeypatch.chdir(tmp_path / "tables")
+    again = ingest(db, Path("HSE_data.csv"), dataset="tables/HSE_data.csv")
+    assert again.ok, again.rejected
+    assert again.calculations.updated == 1
+
+    folder = tmp_path / "runs"
+    for run, poscar in (("a", "POSCAR-JVASP-10.vasp"), ("b", "POSCAR-JVASP-1372.vasp")):
+        (folder / run).mkdir(parents=True)
+        shutil.copy(JARVIS / poscar, folder / run / "CONTCAR")
+    report = ingest(db, folder, dataset="runs")
+    assert report.structures.new == 2
+    records = {src["record"] for s in find(db, "structures", {"sources.dataset": "runs"}) for src in s["sources"]}
+    assert records == {"a/CONTCAR", "b/CONTCAR"}

@@ -84,10 +84,11 @@ class Source(BaseModel):
 
     dataset: str = Field(description="Data set name, e.g. 'mannodi_halide_perovskites/PBE_data.csv'.")
     file: str | None = Field(default=None, description="File the record was read from, relative when possible.")
-    record: str | None = Field(default=None, description="Row number (1-based, data rows) or entry name in the file.")
+    record: str | None = Field(default=None, description="Row number (1-based, data rows), or the file's path inside the ingested folder.")
     label: str | None = Field(default=None, description="The record's own name in the source, e.g. its formula.")
     reference: str | None = Field(default=None, description="Citation: DOI or repository of the source data.")
 
-    def key(self) -> tuple[str, str | None, str | None]:
-        """What identifies this source among others."""
-        return (self.dataset, self.file, self.record)
+    def key(self) -> tuple[str, str | None]:
+        """What identifies this source among others: data set and record (``file`` is where it was read, which
+        depends on the working directory, so the same record read from elsewhere is the same source)."""
+        return (self.dataset, self.record)

@@ -71,16 +71,17 @@ def read_structure_files(
         except OSError as error:
             yield InvalidRecord(f"cannot read: {error}", field="file", record=path.name)
             continue
+        record = path.name if root is None else path.relative_to(root).as_posix()  # a/CONTCAR, b/CONTCAR
         yield RawRecord(
-            name=path.name,
+            name=record,
             dataset=name,
-            key=path.name if root is None else path.relative_to(root).as_posix(),
+            key=record,
             digest=raw_digest(READER_VERSION, "structure-file", origin, content),
-            parse=partial(_parse_file, path, name, origin),
+            parse=partial(_parse_file, path, name, origin, record),
         )
 
 
-def _parse_file(path: Path, dataset: str, origin: Origin) -> Record:
+def _parse_file(path: Path, dataset: str, origin: Origin, record: str) -> Record:
     structure = load_structure(path)
-    source = make_source(path, dataset, path.name, label=path.stem)
-    return Record(name=path.name, structures=[StructureDoc.from_structure(structure, origin=origin, source=source)])
+    source = make_source(path, dataset, record, label=path.stem)
+    return Record(name=record, structures=[StructureDoc.from_structure(structure, origin=origin, source=source)])
