@@ -640,3 +640,13 @@ def test_a_record_is_the_same_source_from_any_working_directory(db, tmp_path, mo
     assert report.structures.new == 2
     records = {src["record"] for s in find(db, "structures", {"sources.dataset": "runs"}) for src in s["sources"]}
     assert records == {"a/CONTCAR", "b/CONTCAR"}
+
+
+def test_a_row_without_any_value_is_refused(db, tmp_path):
+    rows = [list(r) for r in _rows(MULTIFIDELITY)[:4]]
+    for column in ("Band Gap", "Decomposition Energy"):
+        rows[2][rows[0].index(column)] = ""
+    _write_rows(tmp_path / "empty_values.csv", rows)
+    report = ingest(db, tmp_path / "empty_values.csv", dataset="empty")
+    assert [(e.record, e.field) for e in report.rejected] == [("empty_values.csv row 2", "properties")]
+    assert report.calculations.new == 2 and all(c["properties"] for c in find(db, "calculations", {}))
