@@ -650,3 +650,15 @@ def test_a_row_without_any_value_is_refused(db, tmp_path):
     report = ingest(db, tmp_path / "empty_values.csv", dataset="empty")
     assert [(e.record, e.field) for e in report.rejected] == [("empty_values.csv row 2", "properties")]
     assert report.calculations.new == 2 and all(c["properties"] for c in find(db, "calculations", {}))
+
+
+def test_an_unknown_mixing_label_is_refused(db, tmp_path):
+    """The mixing label decides the generated supercell; one of no known form was read as 2x2x2."""
+    rows = [list(r) for r in _rows(HSE_TABLE)[:4]]
+    rows[1][1] = "Q-site mixed"
+    rows[2][1] = "New 5x5x5 Supercell Calc"  # a size the shipped tables do not use: 5, not silently 2
+    _write_rows(tmp_path / "HSE_data.csv", rows)
+    report = ingest(db, tmp_path / "HSE_data.csv", dataset="mixing")
+    assert [(e.record, e.field) for e in report.rejected] == [("HSE_data.csv row 2", "mixing")]
+    generated = find(db, "structures", {"sources.record": "3"}, fields=["generation"])
+    assert [s["generation"]["supercell"] for s in generated] == [5]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
@@ -56,12 +57,24 @@ def _formamidinium() -> list[tuple[str, np.ndarray]]:
 MOLECULES = {"MA": _methylammonium(), "FA": _formamidinium()}
 
 
+#: the tables' mixing labels: "Pure", "A-site mixed", "B-site and X-site mixed", "New B-site elements",
+#: "New 3x3x3 Supercell Calc"
+MIXING_LABEL = re.compile(
+    r"^(?:Pure|[ABX]-site(?: and [ABX]-site)* mixed|New [ABX]-site elements|New (?P<n>[2-9])x(?P=n)x(?P=n) Supercell Calc)$"
+)
+
+
 def supercell_for_mixing(mixing_type: str) -> int:
-    """The authors' supercell for a table row: 3 or 4 where the mixing type says so, else 2."""
-    for size in (3, 4):
-        if f"{size}x{size}x{size}" in mixing_type:
-            return size
-    return 2
+    """The authors' supercell for a table row: N where the label says "NxNxN", else 2. Raises
+    ``InvalidRecord`` (field ``mixing``) for a label of none of the tables' forms, whose cell is unknown."""
+    match = MIXING_LABEL.match(mixing_type.strip())
+    if match is None:
+        raise InvalidRecord(
+            f"unknown mixing label {mixing_type!r}: the supercell follows from 'Pure', '<A|B|X>-site mixed', "
+            "'New <A|B|X>-site elements' or 'New NxNxN Supercell Calc'",
+            field="mixing",
+        )
+    return int(match["n"]) if match["n"] else 2
 
 
 def site_counts(site: dict[str, float], n_sites: int, total: float, name: str) -> list[str]:
