@@ -662,3 +662,12 @@ def test_an_unknown_mixing_label_is_refused(db, tmp_path):
     assert [(e.record, e.field) for e in report.rejected] == [("HSE_data.csv row 2", "mixing")]
     generated = find(db, "structures", {"sources.record": "3"}, fields=["generation"])
     assert [s["generation"]["supercell"] for s in generated] == [5]
+
+
+def test_blank_lines_of_a_table_are_skipped_and_keep_their_numbers(db, tmp_path):
+    rows = [list(r) for r in _rows(HSE_TABLE)[:4]]
+    _write_rows(tmp_path / "HSE_data.csv", [rows[0], [], rows[1], rows[2], ["", " "], rows[3], []])
+    report = ingest(db, tmp_path / "HSE_data.csv", dataset="blank")
+    assert report.ok and report.calculations.new == 4
+    numbers = {c["source"]["record"] for c in find(db, "calculations", {"source.dataset": "blank"})}
+    assert numbers == {"1", "3", "4", "6"}  # numbered by position, blank lines counted

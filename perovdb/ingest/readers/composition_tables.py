@@ -111,6 +111,8 @@ def read_composition_table(
         if isinstance(row, InvalidRecord):
             yield row
             continue
+        if not any(cell.strip() for cell in row):  # a blank line: nothing to read (it keeps its number)
+            continue
         name = f"{path.name} row {row_number}"
         yield RawRecord(
             name=name,

@@ -52,6 +52,8 @@ def read_id_prop_folder(
         if isinstance(row, InvalidRecord):
             yield row
             continue
+        if not any(cell.strip() for cell in row):  # a blank line: nothing to read (it keeps its number)
+            continue
         name = f"id_prop.csv row {row_number}" + (f" ({row[0].strip()})" if row else "")
         file_name = row[0].strip() if row else ""
         if file_name and first_row.setdefault(file_name, row_number) != row_number:
