@@ -14,7 +14,8 @@ from typing import Any
 from perovdb.accuracy.crossval import PRESETS, AccuracySettings, run_crossval
 from perovdb.accuracy.report import write_report
 
-DEFAULT_CACHE = Path(".perovdb") / "accuracy-graphs"
+#: outside the embedded store's folder, which ``perovdb demo --fresh`` removes
+DEFAULT_CACHE = Path("perovdb-output") / "accuracy-graphs"
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

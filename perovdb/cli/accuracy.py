@@ -20,9 +20,9 @@ def evaluate(
         typer.Option(help="Folder for accuracy.md, its PNGs and the out-of-fold predictions (the committed report: "
                      "--preset full --out reports)."),
     ] = Path("perovdb-output/accuracy"),
-    cache: Annotated[Path, typer.Option(help="Graph cache (directory artifact store), reused by reruns.")] = Path(
-        ".perovdb/accuracy-graphs"
-    ),
+    cache: Annotated[
+        Path, typer.Option(help="Graph cache (directory artifact store), reused by reruns.")
+    ] = Path("perovdb-output/accuracy-graphs"),  # perovdb.accuracy.__main__.DEFAULT_CACHE (not imported: torch)
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting as FIELD=JSON, e.g. --set epochs=30.")
     ] = None,
