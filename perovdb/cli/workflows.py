@@ -115,10 +115,11 @@ def print_builds(reports: Sequence[BuildReport], dry_run: bool = False) -> None:
     """The table of builder runs: items considered and built, documents changed, why."""
     table = Table(
         title="build (dry run: nothing written)" if dry_run else "builders",
-        caption="items: materials; (active model, structure) pairs; (model, property) pairs evaluated",
+        caption="items: materials; (active model, structure) pairs; (model, property) pairs evaluated. "
+        "Removed predictions are marked stale, not deleted.",
     )
-    for column in ("builder", "items", "to build" if dry_run else "built", "documents changed", "removed/stale",
-                   "seconds", "why"):  # fmt: skip
+    table.add_column("builder", no_wrap=True)
+    for column in ("items", "to build" if dry_run else "built", "documents changed", "removed", "seconds", "why"):
         table.add_column(column)
     for r in reports:
         why = "unchanged" if r.unchanged_since else ", ".join(f"{k}: {v}" for k, v in r.reasons.items())
