@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 from conftest import HSE_TABLE, JARVIS, MULTIFIDELITY, PBE_TABLE
 from perovdb.errors import InvalidRecord
 from perovdb.locks import LockTimeout
-from perovdb.ingest import detect_kind, ingest
+from perovdb.ingest import detect_kind, ingest, read
 from perovdb.ingest.records import ParseMemo, RawRecord, Record, parse_record
 from perovdb.ingest.writer import IngestWriter
 from perovdb.query import find
@@ -578,6 +578,14 @@ def test_non_utf8_bytes_broken_quotes_and_a_bom(db, tmp_path):
     assert [(e.record, e.field) for e in report.rejected] == [("mf_quote.csv row 3", "row")]
     assert report.calculations.new == 2 and report.read == 3
 
+    # lone CR line ends (Excel for Mac) are lines too; a broken first row with --kind is a rejection, not a crash
+    (tmp_path / "mac.csv").write_bytes((tmp_path / "PBE_data.csv").read_bytes().replace(b"\r\n", b"\r"))
+    assert detect_kind(tmp_path / "mac.csv") == "composition-table"
+    assert ingest(db, tmp_path / "mac.csv", dataset="mac").calculations.new == 10
+    (tmp_path / "first.csv").write_text('"FA"x,Pure\n' + (tmp_path / "PBE_data.csv").read_text())
+    with pytest.raises(InvalidRecord, match="row 1"):
+        ingest(db, tmp_path / "first.csv", dataset="first", kind="composition-table")
+
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "mf.csv").read_bytes())
     assert detect_kind(tmp_path / "bom.csv") == "multifidelity"
     report = ingest(db, tmp_path / "bom.csv", dataset="bom")
@@ -628,7 +636,7 @@ def test_a_record_is_the_same_source_from_any_working_directory(db, tmp_path, mo
     rows[2][gap] = f"{float(rows[2][gap]) + 0.25:.4f}"
     _write_rows(table, rows)
     monkeypatch.chdir(tmp_path / "tables")
-    again = ingest(db, Path("HSE_data.csv"), dataset="tables/HSE_data.csv")
+    again = ingest(db, Path("HSE_data.csv"))  # the default data set name too: tables/HSE_data.csv
     assert again.ok, again.rejected
     assert again.calculations.updated == 1
 
@@ -649,7 +657,8 @@ def test_a_row_without_any_value_is_refused(db, tmp_path):
     _write_rows(tmp_path / "empty_values.csv", rows)
     report = ingest(db, tmp_path / "empty_values.csv", dataset="empty")
     assert [(e.record, e.field) for e in report.rejected] == [("empty_values.csv row 2", "properties")]
-    assert report.calculations.new == 2 and all(c["properties"] for c in find(db, "calculations", {}))
+    assert report.calculations.new == 2
+    assert all(any(v is not None for v in c["properties"].values()) for c in find(db, "calculations", {}))
 
 
 def test_an_unknown_mixing_label_is_refused(db, tmp_path):
@@ -671,3 +680,17 @@ def test_blank_lines_of_a_table_are_skipped_and_keep_their_numbers(db, tmp_path)
     assert report.ok and report.calculations.new == 4
     numbers = {c["source"]["record"] for c in find(db, "calculations", {"source.dataset": "blank"})}
     assert numbers == {"1", "3", "4", "6"}  # numbered by position, blank lines counted
+
+
+def test_each_document_is_counted_once_per_ingest(db, tmp_path):
+    """Counts are against the store before the run: a structure that existed and is touched by several
+    batches is one 'updated' (or 'unchanged'), one created by the run is one 'new'."""
+    rows = _rows(MULTIFIDELITY)
+    functional = rows[0].index("Functional")
+    _write_rows(tmp_path / "pbe.csv", [rows[0], *[r for r in rows[1:] if r[functional] == "PBE"]])
+    ingest(db, tmp_path / "pbe.csv", dataset="pbe-first")  # another data set: no record is skipped below
+    before = len(find(db, "structures", {}))
+    report = IngestWriter(db, batch_size=100).write(read(MULTIFIDELITY))
+    counts = report.structures
+    assert counts.new == 620 - before
+    assert counts.new + counts.updated + counts.unchanged == 620  # every structure once, not once per batch

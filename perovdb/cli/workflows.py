@@ -329,4 +329,4 @@ def model_activate(model_id: Annotated[str, typer.Argument()], uri: UriOption = 
             doc = activate_model(db, model_id)
         except KeyError as error:
             fail(PerovdbError(str(error)))
-    console.print(f"{doc.model_id} ({doc.name} v{doc.version}) is active; run perovdb build to update predictions")
+    console.print(f"{doc.model_id} ({escape(doc.name)} v{doc.version}) is active; run perovdb build to update predictions")

@@ -6,7 +6,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from perovdb.documents.base import PerovdbDocument, Source, content_hash
 from perovdb.documents.properties import PROPERTIES, LevelOfTheory
-from perovdb.errors import InvalidRecord
 
 
 class CalculationProperties(BaseModel):
@@ -43,13 +42,6 @@ class CalculationDoc(PerovdbDocument):
     level_of_theory: LevelOfTheory = Field(description="DFT functional, or 'experiment'.")
     properties: CalculationProperties = Field(description="Values with units (see each field).")
     source: Source = Field(description="Where the values were read from.")
-
-    @field_validator("properties")
-    @classmethod
-    def _has_a_value(cls, properties: CalculationProperties) -> CalculationProperties:
-        if not properties.present():
-            raise InvalidRecord("no property has a value: a calculation needs at least one", field="properties")
-        return properties
 
     @staticmethod
     def make_id(structure_id: str, level_of_theory: LevelOfTheory | str, dataset: str) -> str:

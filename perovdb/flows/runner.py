@@ -164,8 +164,10 @@ def _engine(
                 pad = LaunchPad.from_file(str(launchpad))
             else:
                 pad = launchpad
-        except (OSError, ValueError) as error:
-            raise ConfigurationError(f"cannot load the FireWorks launchpad {launchpad or ''}: {error}") from error
+        except Exception as error:  # a missing file, YAML that does not parse, a key LaunchPad does not take
+            raise ConfigurationError(
+                f"cannot load the FireWorks launchpad {launchpad or ''} ({type(error).__name__}: {error})"
+            ) from error
 
         def add_workflow(flow: Flow) -> str:
             mapping = pad.add_wf(flow_to_workflow(flow, store=store))

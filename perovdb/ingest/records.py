@@ -66,9 +66,7 @@ def parse_record(item: RawRecord) -> Record | InvalidRecord:
     """``item.parse()``, or the ``InvalidRecord`` naming it when its input is bad (bugs propagate)."""
     try:
         return item.parse()
-    # InvalidRecord, pydantic's ValidationError, and what parsers raise on malformed text (pymatgen's POSCAR
-    # reader: IndexError for too few lines, ZeroDivisionError for a degenerate lattice)
-    except (ValueError, ArithmeticError, LookupError) as error:
+    except ValueError as error:  # InvalidRecord, pydantic's ValidationError, parsers' errors
         return rejected(error, item.name)
 
 
@@ -84,11 +82,11 @@ class ParseMemo(dict[str, Any]):
 
 
 def csv_lines(path: Path) -> Iterator[str]:
-    """The lines of a CSV file, each decoded as UTF-8 when csv asks for it (a leading byte-order mark
-    dropped), so that a byte which is not UTF-8 is reported at its own row, not at the start of a chunk."""
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle):
-            yield (line.removeprefix(codecs.BOM_UTF8) if number == 0 else line).decode("utf-8")
+    """The lines of a CSV file (ended by LF, CRLF or a lone CR, as Excel for Mac writes), each decoded as
+    UTF-8 when csv asks for it (a leading byte-order mark dropped), so that a byte which is not UTF-8 is
+    reported at its own row, not at the start of a chunk."""
+    for number, line in enumerate(Path(path).read_bytes().splitlines(keepends=True)):
+        yield (line.removeprefix(codecs.BOM_UTF8) if number == 0 else line).decode("utf-8")
 
 
 def csv_rows(path: Path) -> Iterator[list[str]]:
@@ -131,10 +129,11 @@ def raw_digest(*parts: object) -> str:
 
 
 def dataset_name(path: Path, dataset: str | None = None) -> str:
-    """A stable data-set name: given, or '<folder>/<file>' for a file, '<folder>' for a folder."""
+    """A stable data-set name: given, or '<folder>/<file>' for a file, '<folder>' for a folder (the path
+    resolved first, so it is the same from any working directory)."""
     if dataset:
         return dataset
-    path = Path(path)
+    path = Path(path).resolve()
     return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
 
 

@@ -137,17 +137,17 @@ class IngestWriter:
     ) -> IngestReport:
         """Ingest every result; ``on_progress(n)`` is called after each batch of ``n`` records."""
         report = IngestReport()
-        created: set[str] = set()  # ids this ingest created: a later batch adding to one does not "update" it
+        counted: dict[str, str] = {}  # id → new/updated/unchanged: each document counted once per ingest
         with fewer_gc_passes(self.db.settings.bulk_gc_threshold), RecordParser(self.workers) as parser:
             for batch in chunks(results, self.batch_size):
-                self._write_batch(batch, report, parser, created)
+                self._write_batch(batch, report, parser, counted)
                 if on_progress:
                     on_progress(len(batch))
         return report
 
     # -- one batch --------------------------------------------------------------------------
     def _write_batch(
-        self, batch: list[ReadResult], report: IngestReport, parser: RecordParser, created: set[str]
+        self, batch: list[ReadResult], report: IngestReport, parser: RecordParser, counted: dict[str, str]
     ) -> None:
         report.read += len(batch)
         raw = [item for item in batch if isinstance(item, RawRecord)]
@@ -181,8 +181,8 @@ class IngestWriter:
             staged_s.update(these_s)
             staged_c.update(these_c)
             accepted.append((item, record))
-        self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures, created)
-        self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations, created)
+        self._upsert(self.db.structures, "structure_id", staged_s, stored_s, report.structures, counted)
+        self._upsert(self.db.calculations, "calculation_id", staged_c, stored_c, report.calculations, counted)
         self._record_ledger(accepted)
 
     def _changed(self, raw: list[RawRecord], report: IngestReport) -> list[RawRecord]:
@@ -224,23 +224,31 @@ class IngestWriter:
         return found
 
     def _upsert(
-        self, store: Store, key: str, staged: dict[str, Any], stored: dict[str, Any], counts: Counts, created: set[str]
+        self, store: Store, key: str, staged: dict[str, Any], stored: dict[str, Any], counts: Counts,
+        counted: dict[str, str],
     ) -> None:
-        """Write what changed; count new / updated / unchanged against the store as it was before this ingest."""
+        """Write what changed. Each document is counted once per ingest, against the store as it was before:
+        new, updated (changed by any batch) or unchanged."""
         now = utcnow()
         writes = []
         for doc_id, doc in staged.items():
             old = stored.get(doc_id)
             if old is None:
                 doc = doc.model_copy(update={"created_at": now, "last_updated": now})
-                counts.new += 1
-                created.add(doc_id)
+                status = "new"
             elif old.content_digest() == doc.content_digest():
-                counts.unchanged += doc_id not in created
-                continue
+                status = "unchanged"
             else:
                 doc = doc.model_copy(update={"created_at": old.created_at, "last_updated": now})
-                counts.updated += doc_id not in created
+                status = "updated"
+            before = counted.get(doc_id)
+            if before is None or (before == "unchanged" and status == "updated"):
+                if before is not None:
+                    counts.unchanged -= 1
+                setattr(counts, status, getattr(counts, status) + 1)
+                counted[doc_id] = status
+            if status == "unchanged":
+                continue
             # re-validate what we write; merges never change a structure, so its digest stands
             writes.append(type(doc).model_validate(doc.model_dump(), context={DIGEST_CHECKED: True}).to_store())
         if writes:

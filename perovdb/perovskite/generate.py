@@ -60,7 +60,8 @@ MOLECULES = {"MA": _methylammonium(), "FA": _formamidinium()}
 #: the tables' mixing labels: "Pure", "A-site mixed", "B-site and X-site mixed", "New B-site elements",
 #: "New 3x3x3 Supercell Calc"
 MIXING_LABEL = re.compile(
-    r"^(?:Pure|[ABX]-site(?: and [ABX]-site)* mixed|New [ABX]-site elements|New (?P<n>[2-9])x(?P=n)x(?P=n) Supercell Calc)$"
+    r"^(?:Pure|[ABX]-site(?: and [ABX]-site)* mixed|New [ABX]-site elements|New (?P<n>[2-9])x(?P=n)x(?P=n) Supercell Calc)$",
+    re.IGNORECASE,
 )
 
 
@@ -71,7 +72,7 @@ def supercell_for_mixing(mixing_type: str) -> int:
     if match is None:
         raise InvalidRecord(
             f"unknown mixing label {mixing_type!r}: the supercell follows from 'Pure', '<A|B|X>-site mixed', "
-            "'New <A|B|X>-site elements' or 'New NxNxN Supercell Calc'",
+            "'New <A|B|X>-site elements' or 'New NxNxN Supercell Calc' (N from 2 to 9)",
             field="mixing",
         )
     return int(match["n"]) if match["n"] else 2

@@ -54,7 +54,7 @@ def parse_printed_structure(text: str) -> Structure:
         raise InvalidRecord(f"{len(species)} sites read, the text announces {n_expected}", field=FIELD)
     try:
         structure = Structure(Lattice.from_parameters(*abc, *angles), species, coords)
-    except (ValueError, KeyError) as error:
+    except (ValueError, KeyError, ArithmeticError) as error:
         raise InvalidRecord(f"cannot build the structure: {error}", field=FIELD) from None
     formula = re.search(r"Full Formula\s*\(([^)]*)\)", text)
     if formula is not None and Composition(formula.group(1)) != structure.composition:

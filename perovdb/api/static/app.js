@@ -182,16 +182,20 @@ function renderTable(rows) {
 }
 
 // -- parity plot ---------------------------------------------------------------------------
+let parityShown = 0;  // the latest drawParity call: an earlier one still waiting for the API draws nothing
+
 async function drawParity(modelId) {
+  const call = ++parityShown;
   const box = document.getElementById("parity");
   const metrics = document.getElementById("parity-metrics");
   box.replaceChildren();
   const listed = await api("/evaluations", {
     model_id: modelId, fields: "evaluation_id,reference_level_of_theory,subset,n", limit: 1000,
-  });  // without their pairs: one is drawn
+  });  // without their pairs: only the one drawn is fetched whole
   const chosen = parityEvaluation(listed.data, MODELS.find((m) => m.model_id === modelId));
-  const evaluation = chosen && (await api("/evaluations", { model_id: modelId, subset: chosen.subset, limit: 1000 }))
-    .data.find((e) => e.evaluation_id === chosen.evaluation_id);
+  const evaluation = chosen &&
+    (await api("/evaluations", { filter: JSON.stringify({ evaluation_id: chosen.evaluation_id }), limit: 1 })).data[0];
+  if (call !== parityShown) return;
   if (!evaluation || !evaluation.pairs || !evaluation.pairs.length) {
     metrics.textContent = "no evaluation for this model";
     return;

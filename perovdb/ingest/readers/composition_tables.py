@@ -60,7 +60,10 @@ def expected_columns(level: LevelOfTheory) -> int:
 
 def detect_level(path: Path) -> LevelOfTheory:
     """PBE or HSE06 from the table's column count (58 or 56)."""
-    first = next(csv_rows(path), None)
+    try:
+        first = next(csv_rows(path), None)
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise InvalidRecord(f"unreadable first row ({error})", field="row", record=f"{path.name} row 1") from None
     for level in PROPERTY_COLUMNS:
         if first is not None and len(first) == expected_columns(level):
             return level
@@ -77,7 +80,7 @@ def is_composition_table(path: Path) -> bool:
         return False
     try:
         detect_level(path)
-    except (InvalidRecord, OSError, UnicodeDecodeError, csv.Error):
+    except (InvalidRecord, OSError):
         return False
     return True
 

@@ -65,6 +65,8 @@ def read_multifidelity_table(path: Path, *, dataset: str | None = None) -> Recor
         if isinstance(row, InvalidRecord):
             yield row
             continue
+        if None not in row and not any((value or "").strip() for value in row.values()):  # ",,,,," (Excel)
+            continue
         yield RawRecord(
             name=f"{path.name} row {row_number}",
             dataset=dataset,
@@ -96,6 +98,8 @@ def _parse_row(
         band_gap=_cell(cells["Band Gap"], "Band Gap"),
         decomposition_energy_per_fu=_cell(cells["Decomposition Energy"], "Decomposition Energy"),
     )
+    if not properties.present():
+        raise InvalidRecord("Band Gap and Decomposition Energy are both empty: no value to store", field="properties")
     calculation = CalculationDoc(
         calculation_id=CalculationDoc.make_id(doc.structure_id, level, dataset),
         structure_id=doc.structure_id,
