@@ -559,6 +559,11 @@ def test_non_utf8_bytes_broken_quotes_and_a_bom(db, tmp_path):
     report = ingest(db, tmp_path / "latin1.csv", dataset="latin1", kind="composition-table")
     assert [(e.record, e.field) for e in report.rejected] == [("latin1.csv row 7", "encoding")]
     assert "byte 0xe9" in str(report.rejected[0]) and report.calculations.new == 6
+    data[0] = b"\xe9" + data[0]  # in the first row, kind detection cannot read the file
+    (tmp_path / "latin1_first.csv").write_bytes(b"\n".join(data))
+    with pytest.raises(InvalidRecord, match="byte 0xe9") as refused:
+        detect_kind(tmp_path / "latin1_first.csv")
+    assert (refused.value.record, refused.value.field) == ("latin1_first.csv", "encoding")
 
     text = (tmp_path / "PBE_data.csv").read_text().splitlines()
     text[4] = '"' + text[4]  # row 5 opens a quote it never closes: rows 5-10 would vanish into one field

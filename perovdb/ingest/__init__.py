@@ -21,7 +21,7 @@ from perovdb.ingest.readers import (
     read_structure_files,
     structure_files,
 )
-from perovdb.ingest.records import RecordStream, csv_lines, csv_rows, readable_rows
+from perovdb.ingest.records import RecordStream, csv_lines, csv_rows, not_utf8, readable_rows
 from perovdb.ingest.writer import IngestReport, IngestWriter
 
 Kind = Literal["auto", "composition-table", "multifidelity", "id-prop", "structures"]
@@ -45,8 +45,7 @@ def detect_kind(path: Path) -> str:
         try:
             next(csv_lines(path), None)
         except UnicodeDecodeError as error:
-            byte = error.object[error.start]
-            raise InvalidRecord(f"{path.name} is not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8", field="encoding") from None
+            raise InvalidRecord(not_utf8(error), field="encoding", record=path.name) from None
     raise InvalidRecord(
         f"cannot tell what {path.name} holds; give its kind (--kind, or kind= over HTTP): one of {', '.join(KINDS[1:])}",
         field="path",

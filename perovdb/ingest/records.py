@@ -85,8 +85,15 @@ def csv_lines(path: Path) -> Iterator[str]:
     """The lines of a CSV file (ended by LF, CRLF or a lone CR, as Excel for Mac writes), each decoded as
     UTF-8 when csv asks for it (a leading byte-order mark dropped), so that a byte which is not UTF-8 is
     reported at its own row, not at the start of a chunk."""
-    for number, line in enumerate(Path(path).read_bytes().splitlines(keepends=True)):
-        yield (line.removeprefix(codecs.BOM_UTF8) if number == 0 else line).decode("utf-8")
+    with open(path, "rb") as handle:
+        for number, chunk in enumerate(handle):  # split at LF only: CRs inside are split below
+            for line in chunk.splitlines(keepends=True):
+                yield (line.removeprefix(codecs.BOM_UTF8) if number == 0 else line).decode("utf-8")
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """What to tell the user of a file that is not UTF-8."""
+    return f"not UTF-8 text (byte 0x{error.object[error.start]:02x}); save the file as UTF-8"
 
 
 def csv_rows(path: Path) -> Iterator[list[str]]:
@@ -112,8 +119,7 @@ def readable_rows(reader: Iterator[Any], name: str) -> Iterator[Any]:
             yield InvalidRecord(message, field="row", record=f"{name} row {row_number}")
             return
         except UnicodeDecodeError as error:
-            byte = error.object[error.start]
-            message = f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8. The rows after it were not read"
+            message = f"{not_utf8(error)}. The rows after it were not read"
             yield InvalidRecord(message, field="encoding", record=f"{name} row {row_number}")
             return
         yield row
