@@ -249,13 +249,7 @@ class _Walker:
                     self.g.add(m["model_id"], "model", f"model {m['name']} v{m['version']}")
                     self.g.link(node_id, m["model_id"], "training data")
         elif kind == "model":
-            predictions = list(db.predictions.query({"model_id": node_id}, properties=["prediction_id", "value", "stale"]))
-            for p in predictions[:FAN_OUT]:
-                self.g.add(p["prediction_id"], "prediction", f"prediction {p['value']:.3f}" + (" (stale)" if p.get("stale") else ""))
-                self.g.link(node_id, p["prediction_id"], "predicted")
-            if len(predictions) > FAN_OUT:
-                rest = self.g.add(f"more:{node_id}", "summary", f"… {len(predictions) - FAN_OUT} more predictions")
-                self.g.link(node_id, rest, "predicted")
+            self._predictions(node_id, {"model_id": node_id}, "predicted")
             for e in db.evaluations.query({"model_id": node_id, "subset": {"$in": ["all", "split=test"]}}):
                 self.g.add(e["evaluation_id"], "evaluation",
                            f"vs {e['reference_level_of_theory']} [{e['subset']}]: n={e['n']}, MAE={e['mae']:.3f}"
@@ -269,16 +263,20 @@ class _Walker:
             for m in db.models.query({"job_uuid": node_id}, properties=["model_id", "name", "version"]):
                 self.g.add(m["model_id"], "model", f"model {m['name']} v{m['version']}")
                 self.g.link(node_id, m["model_id"], "trained")
-            predictions = list(db.predictions.query({"job_uuid": node_id}, properties=["prediction_id", "value", "stale"]))
-            for p in predictions[:FAN_OUT]:
-                self.g.add(p["prediction_id"], "prediction", f"prediction {p['value']:.3f}" + (" (stale)" if p.get("stale") else ""))
-                self.g.link(node_id, p["prediction_id"], "made")
-            if len(predictions) > FAN_OUT:
-                rest = self.g.add(f"more:{node_id}", "summary", f"… {len(predictions) - FAN_OUT} more predictions")
-                self.g.link(node_id, rest, "made")
+            self._predictions(node_id, {"job_uuid": node_id}, "made")
             for e in db.evaluations.query({"job_uuid": node_id}, properties=["evaluation_id", "reference_level_of_theory", "subset"]):
                 self.g.add(e["evaluation_id"], "evaluation", f"vs {e['reference_level_of_theory']} [{e['subset']}]")
                 self.g.link(node_id, e["evaluation_id"], "computed")
+
+    def _predictions(self, node_id: str, criteria: dict[str, Any], relation: str) -> None:
+        """Link ``node_id`` to the predictions matching ``criteria``: the first ``FAN_OUT``, then a summary."""
+        predictions = list(self.db.predictions.query(criteria, properties=["prediction_id", "value", "stale"]))
+        for p in predictions[:FAN_OUT]:
+            self.g.add(p["prediction_id"], "prediction", f"prediction {p['value']:.3f}" + (" (stale)" if p.get("stale") else ""))
+            self.g.link(node_id, p["prediction_id"], relation)
+        if len(predictions) > FAN_OUT:
+            rest = self.g.add(f"more:{node_id}", "summary", f"… {len(predictions) - FAN_OUT} more predictions")
+            self.g.link(node_id, rest, relation)
 
 
 def walk(db: Database, identifier: str, *, backward: bool = True, forward: bool = True) -> Lineage:
