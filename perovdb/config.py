@@ -8,6 +8,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDED_DIR = Path(".perovdb")
+#: figures and reports of the main job and of ``perovdb evaluate`` (kept out of the embedded store's folder,
+#: which ``perovdb demo --fresh`` removes)
+OUTPUT_DIR = Path("perovdb-output")
+ACCURACY_OUTPUT_DIR = OUTPUT_DIR / "accuracy"
+ACCURACY_GRAPH_CACHE = OUTPUT_DIR / "accuracy-graphs"
 
 
 class Settings(BaseSettings):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perovdb.builders import BuildReport, run_builders
+from perovdb.config import OUTPUT_DIR
 from perovdb.db import Database
 from perovdb.flows import FlowState, WorkflowSpec, run_flow
 from perovdb.ingest import IngestReport, ingest
@@ -52,7 +53,7 @@ def run_main_job(
     *,
     data: Path = DATA,
     spec_path: Path = SPEC,
-    out: Path = Path("perovdb-output"),
+    out: Path = OUTPUT_DIR,
     on_ingest: Any = None,
 ) -> MainJobResult:
     """Ingest the shipped data, run the HSE06-gap workflow and the builders, write the figures."""

@@ -13,9 +13,9 @@ from typing import Any
 
 from perovdb.accuracy.crossval import PRESETS, AccuracySettings, run_crossval
 from perovdb.accuracy.report import write_report
+from perovdb.config import ACCURACY_GRAPH_CACHE, ACCURACY_OUTPUT_DIR
 
-#: outside the embedded store's folder, which ``perovdb demo --fresh`` removes
-DEFAULT_CACHE = Path("perovdb-output") / "accuracy-graphs"
+DEFAULT_CACHE = ACCURACY_GRAPH_CACHE
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run every task × method of the preset, write ``<out>/accuracy.md`` and figures."""
     parser = argparse.ArgumentParser(prog="python -m perovdb.accuracy", description=__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--out", type=Path, default=Path("perovdb-output") / "accuracy")
+    parser.add_argument("--out", type=Path, default=ACCURACY_OUTPUT_DIR)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="graph cache directory (reused by reruns)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="override a setting, e.g. --set epochs=30 --set 'tasks=[\"hse_gap\"]'")

@@ -28,6 +28,7 @@ from perovdb.cli.common import (
 from perovdb.cli.common import _cell
 from perovdb.cli.common import fail as _fail
 from perovdb.cli.common import open_db as _open
+from perovdb.config import OUTPUT_DIR
 from perovdb.db import redact_uri
 from perovdb.errors import PerovdbError
 
@@ -241,7 +242,7 @@ def schemas(
 def demo(
     data: Annotated[Path, typer.Option(help="Folder of the shipped data.")] = REPO_DATA,
     spec: Annotated[Path, typer.Option(help="Workflow spec to run.")] = REPO_DATA.parent / "workflows" / "hse_gap.yaml",
-    out: Annotated[Path, typer.Option(help="Folder for the figures.")] = Path("perovdb-output"),
+    out: Annotated[Path, typer.Option(help="Folder for the figures.")] = OUTPUT_DIR,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from an empty database (embedded/memory only).")] = False,
     uri: UriOption = None,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from perovdb.cli.common import app, console, err_console, fail
+from perovdb.config import ACCURACY_GRAPH_CACHE, ACCURACY_OUTPUT_DIR
 
 
 @app.command()
@@ -19,10 +20,10 @@ def evaluate(
         Path,
         typer.Option(help="Folder for accuracy.md, its PNGs and the out-of-fold predictions (the committed report: "
                      "--preset full --out reports)."),
-    ] = Path("perovdb-output/accuracy"),
+    ] = ACCURACY_OUTPUT_DIR,
     cache: Annotated[
         Path, typer.Option(help="Graph cache (directory artifact store), reused by reruns.")
-    ] = Path("perovdb-output/accuracy-graphs"),  # perovdb.accuracy.__main__.DEFAULT_CACHE (not imported: torch)
+    ] = ACCURACY_GRAPH_CACHE,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting as FIELD=JSON, e.g. --set epochs=30.")
     ] = None,
